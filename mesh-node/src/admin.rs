@@ -1,0 +1,107 @@
+//! The admin endpoint (localhost:15000 by default): JSON views for operators and tests.
+//!
+//! - `/ready`: 200 once the listeners are bound and the first enrollment pass ran
+//! - `/config_dump`: the node's [`Config`]
+//! - `/workloads`: enrolled, failed and skipped pods, and the config directory's last error
+//! - `/datapath`: live kernel map contents, counters and pinned links
+//! - `/stats`: proxy and kernel counters
+
+use std::{
+    convert::Infallible,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{
+    config::Config,
+    datapath::{Datapath, OrigDstTable},
+    proxy::ProxyStats,
+    workloads::enrollment::Registry,
+};
+
+/// What the admin endpoint reads.
+pub struct AdminState {
+    pub config: Config,
+    pub registry: Arc<RwLock<Registry>>,
+    pub datapath: Arc<Mutex<Datapath>>,
+    pub orig_dst: Arc<OrigDstTable>,
+    pub stats: Arc<ProxyStats>,
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(error = %e, "admin connection");
+            }
+        });
+    }
+}
+
+fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/ready" => {
+            let passes = state.registry.read().unwrap_or_else(|p| p.into_inner()).passes;
+            if passes > 0 {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "enrolling\n")
+            }
+        }
+        "/config_dump" => json(&state.config),
+        "/workloads" => json(&*state.registry.read().unwrap_or_else(|p| p.into_inner())),
+        "/datapath" => {
+            let view = state.datapath.lock().unwrap_or_else(|p| p.into_inner()).view(&state.orig_dst);
+            json(&view)
+        }
+        "/stats" => {
+            #[derive(Serialize)]
+            struct Stats<'a> {
+                proxy: &'a ProxyStats,
+                kernel: std::collections::BTreeMap<&'static str, u64>,
+            }
+            let kernel = state.datapath.lock().unwrap_or_else(|p| p.into_inner()).counters().into_iter().collect();
+            json(&Stats { proxy: &state.stats, kernel })
+        }
+        "/" => text(StatusCode::OK, "/ready /config_dump /workloads /datapath /stats\n"),
+        other => text(StatusCode::NOT_FOUND, &format!("no admin page {other}; try /\n")),
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(body) => Response::builder()
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default(),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("serialising: {e}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap_or_default()
+}

@@ -1,0 +1,159 @@
+//! Wiring: datapath, enrollment, listeners, admin, and the shutdown sequence.
+//!
+//! Threads: the tokio runtime runs the listeners, relays and admin; enrollment passes run on
+//! the blocking pool (they make syscalls and briefly enter pod namespaces on helper threads).
+//!
+//! Shutdown (SIGTERM/SIGINT): the listeners close at once, so the kernel refuses new captured
+//! connects (fail closed; the pinned programs stay), while established connections get the
+//! drain timeout to finish. A new agent can bind the ports meanwhile.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::{Arc, Mutex, RwLock},
+};
+
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, watch},
+};
+
+use crate::{
+    admin::{self, AdminState},
+    config::Config,
+    datapath::{self, cgroup, Datapath, Settings},
+    proxy::{Listener, Proxy},
+    workloads::enrollment::{Enroller, Registry},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Datapath(#[from] datapath::Error),
+    #[error("binding {what} on {addr}: {source} (is another mesh-node running on this node?)")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+pub async fn run(config: Config) -> Result<(), Error> {
+    let cgroup_root = match &config.cgroup {
+        Some(c) => c.clone(),
+        None => cgroup::cgroup2_root()?,
+    };
+    let proxy_cgroup = cgroup::own_cgroup(&cgroup::cgroup2_root()?)?;
+    let settings = Settings {
+        bpffs_dir: config.bpffs_dir.clone(),
+        cgroup: cgroup_root.clone(),
+        proxy_cgroup: proxy_cgroup.clone(),
+        proxy_ip: config.node_ip,
+        outbound_port: config.outbound_port,
+        inbound_port: config.inbound_port,
+        proxy_mark: config.proxy_mark,
+        excluded: config.exclude_cidrs.clone(),
+    };
+    let (datapath, orig_dst) = Datapath::load(&settings)?;
+    tracing::info!(
+        node = %config.node_name,
+        cgroup = %cgroup_root.display(),
+        proxy_cgroup = %proxy_cgroup.display(),
+        pins = %config.bpffs_dir.display(),
+        "datapath loaded"
+    );
+    let datapath = Arc::new(Mutex::new(datapath));
+    let orig_dst = Arc::new(orig_dst);
+    let registry = Arc::new(RwLock::new(Registry::default()));
+
+    let bind = |what, port| async move {
+        let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+        TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
+    };
+    let outbound = bind("outbound listener", config.outbound_port).await?;
+    let inbound = bind("inbound listener", config.inbound_port).await?;
+    let admin_listener = TcpListener::bind(config.admin_addr)
+        .await
+        .map_err(|source| Error::Bind { what: "admin", addr: config.admin_addr, source })?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (drained_tx, drained_rx) = watch::channel(false);
+    let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
+
+    let proxy = Arc::new(Proxy::new(
+        config.node_ip,
+        [config.outbound_port, config.inbound_port],
+        config.proxy_mark,
+        config.connect_timeout(),
+        config.idle_timeout(),
+        orig_dst.clone(),
+        registry.clone(),
+    ));
+    let serving = [
+        tokio::spawn(proxy.clone().serve(outbound, Listener::Outbound, shutdown_rx.clone(), drained_rx.clone(), active_tx.clone())),
+        tokio::spawn(proxy.clone().serve(inbound, Listener::Inbound, shutdown_rx.clone(), drained_rx.clone(), active_tx.clone())),
+    ];
+    drop(active_tx);
+
+    let admin_state = Arc::new(AdminState {
+        config: config.clone(),
+        registry: registry.clone(),
+        datapath: datapath.clone(),
+        orig_dst,
+        stats: proxy.stats.clone(),
+    });
+    tokio::spawn(admin::serve(admin_listener, admin_state, shutdown_rx.clone()));
+
+    let enrollment = {
+        let mut enroller = Enroller::new(datapath.clone(), registry.clone(), config.node_name.clone());
+        let dir = config.config_dir.clone();
+        let interval = config.poll_interval();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let (e, d) = (enroller, dir.clone());
+                enroller = match tokio::task::spawn_blocking(move || {
+                    let mut e = e;
+                    e.pass(&d);
+                    e
+                })
+                .await
+                {
+                    Ok(e) => e,
+                    Err(err) => {
+                        tracing::error!(error = %err, "enrollment pass panicked; enrollment stopped");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
+        })
+    };
+
+    wait_for_signal().await?;
+    tracing::info!(drain_timeout_secs = config.drain_timeout_secs, "shutting down: listeners closed, draining connections");
+    let _ = shutdown_tx.send(true);
+    for task in serving {
+        let _ = task.await;
+    }
+    let _ = enrollment.await;
+    // Every connection task holds an `active` sender; recv() returns None when all are gone.
+    if tokio::time::timeout(config.drain_timeout(), active_rx.recv()).await.is_err() {
+        tracing::warn!("drain timeout: resetting the remaining connections");
+        let _ = drained_tx.send(true);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), active_rx.recv()).await;
+    }
+    tracing::info!("stopped; the datapath stays pinned and fails closed until an agent returns");
+    Ok(())
+}
+
+async fn wait_for_signal() -> Result<(), Error> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

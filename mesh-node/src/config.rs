@@ -1,0 +1,184 @@
+//! The node's configuration: one struct, every field documented, dumped on `/config_dump`.
+
+use std::{net::Ipv4Addr, path::PathBuf, str::FromStr, time::Duration};
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+/// Options of `mesh-node run`. Every flag has a `TRELLIS_*` environment fallback.
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct Config {
+    /// Name of this node: only pods whose `spec.nodeName` matches are enrolled here.
+    #[arg(long, env = "TRELLIS_NODE_NAME")]
+    pub node_name: String,
+
+    /// The node's IPv4 address, which its pods route to. Captured connects are rewritten to
+    /// this address and the proxy's ports.
+    #[arg(long, env = "TRELLIS_NODE_IP")]
+    pub node_ip: Ipv4Addr,
+
+    /// Directory of Kubernetes-shaped YAML (Namespaces and Pods) describing the workloads.
+    /// Watched: editing it enrolls and unenrolls pods while the node runs.
+    #[arg(long, env = "TRELLIS_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+
+    /// How often the config directory is re-read, in milliseconds.
+    #[arg(long, env = "TRELLIS_POLL_INTERVAL_MS", default_value_t = 500)]
+    pub poll_interval_ms: u64,
+
+    /// Outbound capture listener port (Istio's 15001).
+    #[arg(long, env = "TRELLIS_OUTBOUND_PORT", default_value_t = mesh_common::ports::OUTBOUND)]
+    pub outbound_port: u16,
+
+    /// Inbound plaintext listener port for node-local non-mesh callers (Istio's 15006).
+    #[arg(long, env = "TRELLIS_INBOUND_PORT", default_value_t = mesh_common::ports::INBOUND_PLAINTEXT)]
+    pub inbound_port: u16,
+
+    /// Admin endpoint (JSON views of config, workloads and kernel maps). Keep it on loopback.
+    #[arg(long, env = "TRELLIS_ADMIN_ADDR", default_value = "127.0.0.1:15000")]
+    pub admin_addr: std::net::SocketAddr,
+
+    /// `SO_MARK` set on every proxy socket; the pod guards only admit SYNs carrying it.
+    #[arg(long, env = "TRELLIS_PROXY_MARK", default_value = "0x539", value_parser = parse_mark)]
+    #[serde(serialize_with = "serialize_hex")]
+    pub proxy_mark: u32,
+
+    /// cgroup v2 directory the capture programs attach to. Default: the cgroup v2 root, which
+    /// covers every process on the machine. Tests and the demo use a subtree per simulated node.
+    #[arg(long, env = "TRELLIS_CGROUP")]
+    pub cgroup: Option<PathBuf>,
+
+    /// bpffs directory for pinned maps and links; what is pinned here survives restarts.
+    #[arg(long, env = "TRELLIS_BPFFS_DIR", default_value = "/sys/fs/bpf/trellis")]
+    pub bpffs_dir: PathBuf,
+
+    /// IPv4 prefixes enrolled pods reach directly, never captured (e.g. the DNS service
+    /// range). Repeat the flag or separate with commas.
+    #[arg(long = "exclude-cidr", env = "TRELLIS_EXCLUDE_CIDRS", value_delimiter = ',')]
+    pub exclude_cidrs: Vec<Ipv4Cidr>,
+
+    /// Time allowed for the proxy to connect to an original destination, in milliseconds.
+    #[arg(long, env = "TRELLIS_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub connect_timeout_ms: u64,
+
+    /// A relayed connection with no bytes in either direction for this long is reset, in
+    /// seconds.
+    #[arg(long, env = "TRELLIS_IDLE_TIMEOUT_SECS", default_value_t = 3_600)]
+    pub idle_timeout_secs: u64,
+
+    /// On SIGTERM or SIGINT the listeners close at once and established connections get
+    /// this long to finish, in seconds.
+    #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    pub drain_timeout_secs: u64,
+
+    /// Log format: human text or one JSON object per line.
+    #[arg(long, env = "TRELLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// An IPv4 prefix such as `10.96.0.0/12`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR: expected ADDRESS/PREFIX, e.g. 10.96.0.0/12"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|e| format!("{s:?}: address {addr:?} is not IPv4: {e}"))?;
+        let prefix_len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{s:?}: prefix length {len:?} must be 0..=32"))?;
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
+        if u32::from(addr) & !mask != 0 {
+            return Err(format!("{s:?}: host bits are set; did you mean {}/{prefix_len}?",
+                Ipv4Addr::from(u32::from(addr) & mask)));
+        }
+        Ok(Self { addr, prefix_len })
+    }
+}
+
+impl std::fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl Serialize for Ipv4Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+fn parse_mark(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    match parsed {
+        Ok(0) => Err("the proxy mark must be non-zero: unmarked packets are what the guards drop".into()),
+        Ok(mark) => Ok(mark),
+        Err(e) => Err(format!("{s:?} is not a mark (decimal or 0x-prefixed hex): {e}")),
+    }
+}
+
+fn serialize_hex<S: serde::Serializer>(mark: &u32, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{mark:#x}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_reject_with_reasons() {
+        assert_eq!(
+            "10.96.0.0/12".parse::<Ipv4Cidr>().unwrap(),
+            Ipv4Cidr { addr: Ipv4Addr::new(10, 96, 0, 0), prefix_len: 12 }
+        );
+        assert_eq!("0.0.0.0/0".parse::<Ipv4Cidr>().unwrap().prefix_len, 0);
+        assert!("10.96.0.1/12".parse::<Ipv4Cidr>().unwrap_err().contains("did you mean 10.96.0.0/12"));
+        assert!("10.0.0.0/33".parse::<Ipv4Cidr>().unwrap_err().contains("0..=32"));
+        assert!("10.0.0.0".parse::<Ipv4Cidr>().unwrap_err().contains("ADDRESS/PREFIX"));
+        assert!("fd00::/8".parse::<Ipv4Cidr>().unwrap_err().contains("not IPv4"));
+    }
+
+    #[test]
+    fn marks_parse_in_hex_or_decimal_and_never_zero() {
+        assert_eq!(parse_mark("0x539"), Ok(0x539));
+        assert_eq!(parse_mark("1337"), Ok(1337));
+        assert!(parse_mark("0").unwrap_err().contains("non-zero"));
+        assert!(parse_mark("0xzz").is_err());
+    }
+}

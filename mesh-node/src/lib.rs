@@ -1,0 +1,8 @@
+//! The Trellis node: agent (kernel programs, enrollment) and proxy in one binary.
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod datapath;
+pub mod proxy;
+pub mod workloads;

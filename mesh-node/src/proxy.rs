@@ -1,0 +1,333 @@
+//! The node proxy's listeners. 15001 takes connects the kernel captured from enrolled pods,
+//! 15006 takes node-local non-mesh callers of enrolled pods. Both learn the original
+//! destination and the caller's network namespace from the kernel (`ORIG_DST`), never from
+//! the client, and relay to it with the proxy mark set, which the pod guards require.
+//!
+//! Every connection gets a span with an id and exactly one access-log event (target
+//! `access`) when it ends.
+
+pub mod relay;
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, RwLock,
+    },
+    time::{Duration, Instant},
+};
+
+use mesh_common::{OrigDst, SockTuple, DIRECTION_INBOUND, DIRECTION_OUTBOUND};
+use serde::Serialize;
+use tokio::{
+    net::{TcpListener, TcpSocket, TcpStream},
+    sync::{mpsc, watch},
+};
+use tracing::Instrument as _;
+
+use crate::{
+    datapath::OrigDstTable,
+    workloads::enrollment::Registry,
+};
+
+/// Which listener accepted a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Listener {
+    Outbound,
+    Inbound,
+}
+
+impl Listener {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+
+    fn expected_direction(self) -> u8 {
+        match self {
+            Self::Outbound => DIRECTION_OUTBOUND,
+            Self::Inbound => DIRECTION_INBOUND,
+        }
+    }
+}
+
+/// The result field of the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnResult {
+    /// Relayed; see `ending` for how it closed.
+    Relayed(relay::Ending),
+    /// The kernel recorded no original destination (a direct connect to the listener, or an
+    /// entry lost): reset, fail closed.
+    NoOriginalDestination,
+    /// The entry belongs to the other listener: reset.
+    WrongListener,
+    /// The original destination is the proxy itself: reset instead of looping.
+    Loop,
+    /// The destination refused or was unreachable: the client gets a reset.
+    UpstreamUnreachable,
+    /// Connecting to the destination took longer than the connect timeout.
+    UpstreamTimeout,
+}
+
+impl ConnResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Relayed(relay::Ending::Closed) => "ok",
+            Self::Relayed(relay::Ending::ClientReset) => "client_reset",
+            Self::Relayed(relay::Ending::UpstreamReset) => "upstream_reset",
+            Self::Relayed(relay::Ending::IdleTimeout) => "idle_timeout",
+            Self::Relayed(relay::Ending::Drained) => "drained",
+            Self::NoOriginalDestination => "no_original_destination",
+            Self::WrongListener => "wrong_listener",
+            Self::Loop => "loop_refused",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+}
+
+/// Counters kept by the proxy itself (the kernel's are in the `COUNTERS` map).
+#[derive(Debug, Default, Serialize)]
+pub struct ProxyStats {
+    pub accepted: AtomicU64,
+    pub active: AtomicU64,
+    pub relayed: AtomicU64,
+    pub refused: AtomicU64,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+}
+
+/// Everything a connection handler needs.
+pub struct Proxy {
+    pub node_ip: Ipv4Addr,
+    pub ports: [u16; 2],
+    pub mark: u32,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub orig_dst: Arc<OrigDstTable>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub stats: Arc<ProxyStats>,
+    next_id: AtomicU64,
+}
+
+impl Proxy {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        node_ip: Ipv4Addr,
+        ports: [u16; 2],
+        mark: u32,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        orig_dst: Arc<OrigDstTable>,
+        registry: Arc<RwLock<Registry>>,
+    ) -> Self {
+        Self {
+            node_ip,
+            ports,
+            mark,
+            connect_timeout,
+            idle_timeout,
+            orig_dst,
+            registry,
+            stats: Arc::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Accepts until `shutdown` flips, then returns; each connection task holds a clone of
+    /// `active` so the caller can wait for them to drain.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        kind: Listener,
+        mut shutdown: watch::Receiver<bool>,
+        drained: watch::Receiver<bool>,
+        active: mpsc::Sender<()>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(listener = kind.name(), error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!("conn", id, listener = kind.name());
+            let proxy = self.clone();
+            let active = active.clone();
+            let mut drained = drained.clone();
+            tokio::spawn(
+                async move {
+                    let drained = async move {
+                        let _ = drained.wait_for(|d| *d).await;
+                    };
+                    proxy.handle(stream, peer, kind, drained).await;
+                    drop(active);
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    async fn handle(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        kind: Listener,
+        drained: impl std::future::Future<Output = ()>,
+    ) {
+        let started = Instant::now();
+        self.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        let local = client.local_addr().ok();
+        let orig = match (peer, local) {
+            (SocketAddr::V4(peer), Some(SocketAddr::V4(local))) => self.orig_dst.take(&tuple(peer, local)),
+            _ => None,
+        };
+        let mut log = AccessLog { kind, peer, orig, src: None, dst: None };
+        if let Some(o) = orig {
+            let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            log.src = reg.by_netns_cookie(o.src_netns_cookie).map(|w| w.key());
+            log.dst = reg.by_ip(Ipv4Addr::from(u32::from_be(o.dst_ip))).map(|w| w.key());
+        }
+        let result = match orig {
+            None => ConnResult::NoOriginalDestination,
+            Some(o) if o.direction != kind.expected_direction() => ConnResult::WrongListener,
+            Some(o) => {
+                let dst = orig_socket_addr(&o);
+                if *dst.ip() == self.node_ip && self.ports.contains(&dst.port()) {
+                    ConnResult::Loop
+                } else {
+                    match self.connect(dst).await {
+                        Ok(upstream) => {
+                            let outcome = relay::relay(client, upstream, self.idle_timeout, drained).await;
+                            self.stats.bytes_up.fetch_add(outcome.bytes_up, Ordering::Relaxed);
+                            self.stats.bytes_down.fetch_add(outcome.bytes_down, Ordering::Relaxed);
+                            self.stats.relayed.fetch_add(1, Ordering::Relaxed);
+                            self.stats.active.fetch_sub(1, Ordering::Relaxed);
+                            log.emit(ConnResult::Relayed(outcome.ending), outcome.bytes_up, outcome.bytes_down, started);
+                            return;
+                        }
+                        Err(r) => r,
+                    }
+                }
+            }
+        };
+        // Not relayed: the client gets a reset, as it would from an unreachable destination.
+        relay::reset(&client);
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        log.emit(result, 0, 0, started);
+    }
+
+    async fn connect(&self, dst: SocketAddrV4) -> Result<TcpStream, ConnResult> {
+        let socket = TcpSocket::new_v4().map_err(|_| ConnResult::UpstreamUnreachable)?;
+        set_mark(&socket, self.mark).map_err(|e| {
+            tracing::error!(error = %e, "setting SO_MARK needs CAP_NET_ADMIN");
+            ConnResult::UpstreamUnreachable
+        })?;
+        match tokio::time::timeout(self.connect_timeout, socket.connect(dst.into())).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                Ok(stream)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%dst, error = %e, "connect failed");
+                Err(ConnResult::UpstreamUnreachable)
+            }
+            Err(_) => Err(ConnResult::UpstreamTimeout),
+        }
+    }
+}
+
+/// The `ORIG_DST` key for an accepted connection: the client's address and the listener
+/// address it reached, all in network byte order as sockops wrote them.
+pub fn tuple(peer: SocketAddrV4, local: SocketAddrV4) -> SockTuple {
+    SockTuple {
+        src_ip: u32::from(*peer.ip()).to_be(),
+        dst_ip: u32::from(*local.ip()).to_be(),
+        src_port: peer.port().to_be(),
+        dst_port: local.port().to_be(),
+    }
+}
+
+fn orig_socket_addr(o: &OrigDst) -> SocketAddrV4 {
+    SocketAddrV4::new(Ipv4Addr::from(u32::from_be(o.dst_ip)), u16::from_be(o.dst_port))
+}
+
+fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
+    // SAFETY: setsockopt on a live socket with a u32 value.
+    let ret = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The fields of one access-log line.
+struct AccessLog {
+    kind: Listener,
+    peer: SocketAddr,
+    orig: Option<OrigDst>,
+    src: Option<String>,
+    dst: Option<String>,
+}
+
+impl AccessLog {
+    fn emit(self, result: ConnResult, bytes_up: u64, bytes_down: u64, started: Instant) {
+        let orig_dst = self.orig.map(|o| orig_socket_addr(&o).to_string()).unwrap_or_else(|| "-".into());
+        let src_netns = self.orig.map(|o| o.src_netns_cookie).unwrap_or(0);
+        tracing::info!(
+            target: "access",
+            listener = self.kind.name(),
+            src_addr = %self.peer,
+            src_workload = self.src.as_deref().unwrap_or("-"),
+            src_netns_cookie = src_netns,
+            orig_dst = %orig_dst,
+            dst_workload = self.dst.as_deref().unwrap_or("-"),
+            bytes_to_dst = bytes_up,
+            bytes_from_dst = bytes_down,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+            result = result.as_str(),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tuple_matches_the_kernel_layout() {
+        let t = tuple(
+            "10.1.1.2:40000".parse().unwrap(),
+            "198.18.0.1:15001".parse().unwrap(),
+        );
+        // Network byte order in memory: the bytes read as on the wire.
+        assert_eq!(t.src_ip.to_ne_bytes(), [10, 1, 1, 2]);
+        assert_eq!(t.dst_ip.to_ne_bytes(), [198, 18, 0, 1]);
+        assert_eq!(t.src_port.to_ne_bytes(), 40000u16.to_be_bytes());
+        assert_eq!(t.dst_port.to_ne_bytes(), 15001u16.to_be_bytes());
+    }
+}

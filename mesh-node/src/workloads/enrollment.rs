@@ -1,0 +1,198 @@
+//! Applying a [`Selection`] to the datapath and keeping the registry the proxy and admin read.
+//!
+//! Reconciliation is level-based: every pass compares what should be enrolled with what is,
+//! so a missed edit, a pod whose namespace appears late, or an agent restart all converge the
+//! same way. A pod that cannot be enrolled yet (its netns or veth is missing) is reported and
+//! retried on the next pass; it never blocks the others.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
+    path::Path,
+    sync::{Arc, Mutex, RwLock},
+    time::SystemTime,
+};
+
+use serde::Serialize;
+
+use super::{source, Selection, Skipped, Workload};
+use crate::datapath::{self, netns, routes, Datapath, PodDatapath};
+
+/// What the proxy and the admin endpoint know about enrolled workloads.
+#[derive(Debug, Default, Serialize)]
+pub struct Registry {
+    /// Enrolled workloads with their kernel-side identity.
+    pub workloads: BTreeMap<String, EnrolledWorkload>,
+    /// Pods selected but not (yet) enrolled, with the reason.
+    pub failed: Vec<Skipped>,
+    /// Pods deliberately left out, with the reason.
+    pub skipped: Vec<Skipped>,
+    /// The last error reading the config directory; the previous state stays in force.
+    pub source_error: Option<String>,
+    /// Completed reconcile passes; 0 until the first one finished.
+    pub passes: u64,
+    #[serde(skip)]
+    by_cookie: HashMap<u64, String>,
+    #[serde(skip)]
+    by_ip: HashMap<Ipv4Addr, String>,
+    #[serde(skip)]
+    pub last_change: Option<SystemTime>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EnrolledWorkload {
+    pub workload: Workload,
+    pub datapath: PodDatapath,
+}
+
+impl Registry {
+    /// The workload whose network namespace has this cookie.
+    pub fn by_netns_cookie(&self, cookie: u64) -> Option<&Workload> {
+        self.by_cookie.get(&cookie).and_then(|k| self.workloads.get(k)).map(|e| &e.workload)
+    }
+
+    /// The enrolled workload with this pod IP.
+    pub fn by_ip(&self, ip: Ipv4Addr) -> Option<&Workload> {
+        self.by_ip.get(&ip).and_then(|k| self.workloads.get(k)).map(|e| &e.workload)
+    }
+
+    fn insert(&mut self, entry: EnrolledWorkload) {
+        let key = entry.workload.key();
+        self.by_cookie.insert(entry.datapath.netns_cookie, key.clone());
+        self.by_ip.insert(entry.workload.ip, key.clone());
+        self.workloads.insert(key, entry);
+    }
+
+    fn remove(&mut self, key: &str) -> Option<EnrolledWorkload> {
+        let entry = self.workloads.remove(key)?;
+        self.by_cookie.remove(&entry.datapath.netns_cookie);
+        self.by_ip.remove(&entry.workload.ip);
+        Some(entry)
+    }
+}
+
+/// Drives enrollment from the config directory.
+pub struct Enroller {
+    pub datapath: Arc<Mutex<Datapath>>,
+    pub registry: Arc<RwLock<Registry>>,
+    pub node_name: String,
+    first_pass: bool,
+}
+
+impl Enroller {
+    pub fn new(datapath: Arc<Mutex<Datapath>>, registry: Arc<RwLock<Registry>>, node_name: String) -> Self {
+        Self { datapath, registry, node_name, first_pass: true }
+    }
+
+    /// One reconcile pass over the directory.
+    pub fn pass(&mut self, dir: &Path) {
+        match source::read_dir(dir) {
+            Ok(objects) => {
+                let selection = super::select(&objects, &self.node_name);
+                self.apply(&selection);
+                self.write().source_error = None;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                let mut reg = self.write();
+                if reg.source_error.as_deref() != Some(message.as_str()) {
+                    tracing::error!(error = %message, "config directory rejected; keeping the last good state");
+                }
+                reg.source_error = Some(message);
+            }
+        }
+        self.write().passes += 1;
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply(&mut self, selection: &Selection) {
+        let mut datapath = self.datapath.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = Vec::new();
+        let mut resolved = Vec::new();
+        for workload in &selection.enrolled {
+            match resolve(workload) {
+                Ok(dp) => resolved.push((workload, dp)),
+                Err(reason) => failed.push(Skipped { pod: workload.key(), reason }),
+            }
+        }
+
+        // After a restart, drop what the previous agent enrolled for pods that are gone.
+        if self.first_pass {
+            let keep: Vec<PodDatapath> = resolved.iter().map(|(_, dp)| dp.clone()).collect();
+            if let Err(e) = datapath.retain(&keep) {
+                tracing::warn!(error = %e, "cleaning up state left by a previous agent");
+            }
+            self.first_pass = false;
+        }
+
+        let mut reg = self.write();
+        let stale: Vec<String> = reg
+            .workloads
+            .iter()
+            .filter(|(key, current)| {
+                !resolved.iter().any(|(w, dp)| &w.key() == *key && **w == current.workload && *dp == current.datapath)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(old) = reg.remove(&key) {
+                match datapath.unenroll(&old.datapath) {
+                    Ok(()) => tracing::info!(workload = %key, ip = %old.workload.ip, "unenrolled"),
+                    Err(e) => tracing::warn!(workload = %key, error = %e, "unenrolling"),
+                }
+                reg.last_change = Some(SystemTime::now());
+            }
+        }
+        for (workload, dp) in resolved {
+            if reg.workloads.contains_key(&workload.key()) {
+                continue;
+            }
+            match datapath.enroll(&dp) {
+                Ok(()) => {
+                    tracing::info!(
+                        workload = %workload.key(),
+                        ip = %workload.ip,
+                        veth = %dp.host_iface,
+                        netns_cookie = dp.netns_cookie,
+                        "enrolled"
+                    );
+                    reg.insert(EnrolledWorkload { workload: workload.clone(), datapath: dp });
+                    reg.last_change = Some(SystemTime::now());
+                }
+                Err(e) => failed.push(Skipped { pod: workload.key(), reason: e.to_string() }),
+            }
+        }
+        for f in &failed {
+            if !reg.failed.contains(f) {
+                tracing::warn!(workload = %f.pod, reason = %f.reason, "cannot enroll yet; will retry");
+            }
+        }
+        reg.failed = failed;
+        reg.skipped = selection.skipped.clone();
+    }
+}
+
+/// Finds what the kernel needs for a workload: its netns cookie and host-side veth.
+fn resolve(workload: &Workload) -> Result<PodDatapath, String> {
+    let netns_cookie = netns::cookie(&workload.netns)
+        .map_err(|e| format!("network namespace {}: {e}", workload.netns.display()))?;
+    let host_iface = routes::interface_for(workload.ip)
+        .map_err(|e| format!("reading the routing table: {e}"))?
+        .ok_or_else(|| format!("no directly connected route to {} on this node: is the pod's veth up?", workload.ip))?;
+    let host_ifindex = ifindex(&host_iface).ok_or_else(|| format!("interface {host_iface} vanished"))?;
+    Ok(PodDatapath { netns_cookie, ip: workload.ip, host_iface, host_ifindex })
+}
+
+fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a NUL-terminated name; the call only reads it. It resolves in this thread's
+    // network namespace, unlike /sys, which shows the namespace it was mounted in.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
+/// Re-exported for the admin view.
+pub use datapath::DatapathView;
