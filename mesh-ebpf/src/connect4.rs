@@ -37,6 +37,7 @@ pub fn trellis_connect4(ctx: SockAddrContext) -> i32 {
     }
 }
 
+#[inline(always)]
 fn try_connect4(ctx: &SockAddrContext) -> Result<i32, ()> {
     // SAFETY: the kernel hands a valid bpf_sock_addr to this program type.
     let addr = unsafe { &mut *ctx.sock_addr };

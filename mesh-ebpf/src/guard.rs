@@ -55,6 +55,7 @@ pub fn trellis_guard_to_pod(ctx: TcContext) -> i32 {
     }
 }
 
+#[inline(always)]
 fn try_guard_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     let Some(syn) = parse_syn(ctx)? else {
         return Ok(TC_ACT_OK as i32);
@@ -73,6 +74,7 @@ fn try_guard_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     Ok(TC_ACT_SHOT)
 }
 
+#[inline(always)]
 fn try_guard_to_pod(ctx: &TcContext) -> Result<i32, ()> {
     if parse_syn(ctx)?.is_none() {
         return Ok(TC_ACT_OK as i32);
@@ -88,6 +90,7 @@ fn try_guard_to_pod(ctx: &TcContext) -> Result<i32, ()> {
 
 /// `Some` when the packet opens a TCP connection (SYN without ACK). IPv4 fragments of TCP
 /// are treated as SYNs: TCP on Linux sets DF, so a fragment is crafted and must be judged.
+#[inline(always)]
 fn parse_syn(ctx: &TcContext) -> Result<Option<Syn>, ()> {
     let proto = u16::from_be(ctx.load::<u16>(12).map_err(|_| ())?);
     match proto {

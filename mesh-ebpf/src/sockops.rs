@@ -18,6 +18,7 @@ pub fn trellis_sockops(ctx: SockOpsContext) -> u32 {
     1
 }
 
+#[inline(always)]
 fn try_sockops(ctx: &SockOpsContext) -> Result<(), ()> {
     if ctx.op() != BPF_SOCK_OPS_TCP_CONNECT_CB {
         return Ok(());
