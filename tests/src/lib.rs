@@ -1,0 +1,45 @@
+//! The network-namespace harness: simulated nodes and pods built from network namespaces,
+//! veth pairs and cgroups, with the real `mesh-node` binary and the real kernel programs.
+//!
+//! - [`netns`]: a namespace with one OS thread (and a tokio runtime) living inside it;
+//! - [`topology`]: the builder for nodes and pods, the YAML the nodes read, and cleanup;
+//! - [`node`]: a running `mesh-node` and how to read its admin endpoint and access log;
+//! - [`servers`] and [`raw`]: what runs inside pods (HTTP and echo servers, raw SYNs).
+//!
+//! Everything is named after the test (plus the process id), so tests run in parallel, and
+//! everything is undone in `Drop`, so a failing test leaves nothing behind.
+
+pub mod netns;
+pub mod node;
+pub mod raw;
+pub mod servers;
+pub mod topology;
+
+use std::time::{Duration, Instant};
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fails with a reason when the test cannot run here (not root, no bpffs, no cgroup v2).
+/// Privileged tests never pass silently.
+pub fn require_privileges() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "these tests create network namespaces and load eBPF: run them as root (cargo xtask test)");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(
+        mounts.lines().any(|l| l.contains(" /sys/fs/bpf ") && l.contains(" - bpf ")),
+        "bpffs is not mounted at /sys/fs/bpf: run `cargo xtask setup`"
+    );
+}

@@ -1,0 +1,89 @@
+//! Servers that run inside pod namespaces and remember who connected, so a test can tell a
+//! proxied connection (peer = the node) from a direct one (peer = the client pod).
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use http_body_util::Full;
+use hyper::{body::Bytes, server::conn::http1, service::service_fn, Response};
+use hyper_util::rt::TokioIo;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpListener,
+};
+
+use crate::netns::Netns;
+
+/// Peers a server accepted, in order.
+#[derive(Clone, Default)]
+pub struct Peers(Arc<Mutex<Vec<SocketAddr>>>);
+
+impl Peers {
+    pub fn all(&self) -> Vec<SocketAddr> {
+        self.0.lock().expect("peers").clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().expect("peers").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn push(&self, peer: SocketAddr) {
+        self.0.lock().expect("peers").push(peer);
+    }
+}
+
+fn bind(ns: &Netns, port: u16) -> TcpListener {
+    ns.run(move || {
+        let std = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in pod");
+        std.set_nonblocking(true).expect("nonblocking");
+        TcpListener::from_std(std).expect("tokio listener")
+    })
+}
+
+/// An HTTP/1.1 server (hyper) on `port` answering every request with `peer=<addr>`.
+pub fn http(ns: &Netns, port: u16) -> Peers {
+    let peers = Peers::default();
+    let listener = bind(ns, port);
+    let seen = peers.clone();
+    ns.spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            seen.push(peer);
+            tokio::spawn(async move {
+                let service = service_fn(move |_req| async move {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("peer={peer}\n")))))
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    peers
+}
+
+/// A line echo server on `port`.
+pub fn echo(ns: &Netns, port: u16) -> Peers {
+    let peers = Peers::default();
+    let listener = bind(ns, port);
+    let seen = peers.clone();
+    ns.spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            seen.push(peer);
+            tokio::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut lines = BufReader::new(rd).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if wr.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    peers
+}

@@ -1,0 +1,357 @@
+//! The builder for a test's cluster: nodes (a netns each, joined by a fabric bridge) and pods
+//! (a netns each, wired to their node by a veth pair), the cgroups their processes run in,
+//! and the YAML directory every node reads.
+//!
+//! Addressing (only inside the test's own namespaces):
+//! - node i: `198.18.0.i/24` on its uplink; routes `10.j.0.0/16 via 198.18.0.j` to node j;
+//! - pod k on node i: `10.i.k.2/30`, the host side of its veth `10.i.k.1/30`, default route
+//!   through it; the host side is named `v<tag>p<k>`.
+//!
+//! cgroups: `<cgroup2>/trellis-tests/<tag>/<node>/{proxy,pods,host}`. The node's programs
+//! attach at `<node>`; `proxy` holds mesh-node, `pods` the pods' processes, `host` the
+//! node-local processes. The test process itself is in none of them, so its in-process
+//! clients are never captured (they stand for remote hosts and raw attackers).
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{
+    netns::{ip, Netns},
+    node::MeshNode,
+};
+
+pub struct NodeSpec {
+    name: String,
+}
+
+pub struct PodSpec {
+    node: String,
+    namespace: String,
+    name: String,
+    labels: BTreeMap<String, String>,
+}
+
+/// Collects the shape of the cluster; [`TopologyBuilder::build`] creates it.
+pub struct TopologyBuilder {
+    test: String,
+    nodes: Vec<NodeSpec>,
+    pods: Vec<PodSpec>,
+    enrolled: Vec<String>,
+}
+
+impl TopologyBuilder {
+    pub fn node(mut self, name: &str) -> Self {
+        self.nodes.push(NodeSpec { name: name.into() });
+        self
+    }
+
+    /// A pod `namespace/name` on `node`.
+    pub fn pod(mut self, node: &str, namespace_name: &str) -> Self {
+        let (namespace, name) = namespace_name.split_once('/').expect("pod as namespace/name");
+        self.pods.push(PodSpec {
+            node: node.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            labels: BTreeMap::new(),
+        });
+        self
+    }
+
+    /// Labels the namespace `trellis.dev/mesh=enabled`.
+    pub fn enrolled_namespace(mut self, namespace: &str) -> Self {
+        self.enrolled.push(namespace.into());
+        self
+    }
+
+    pub fn build(self) -> anyhow::Result<Topology> {
+        crate::require_privileges();
+        let tag = tag(&self.test);
+        let cgroup = cgroup2_root()?.join("trellis-tests").join(&tag);
+        let dir = std::env::temp_dir().join("trellis-tests").join(&tag);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("config"))?;
+        let mut topo = Topology {
+            tag: tag.clone(),
+            dir,
+            cgroup,
+            bpffs: PathBuf::from("/sys/fs/bpf/trellis-tests").join(&tag),
+            fabric: None,
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            namespaces: BTreeMap::new(),
+        };
+        std::fs::create_dir_all(&topo.cgroup).context("creating the test cgroup")?;
+        let fabric = Netns::new(&format!("{tag}-fabric"))?;
+        ip(&["-n", &fabric.name, "link", "add", "br0", "type", "bridge"])?;
+        ip(&["-n", &fabric.name, "link", "set", "br0", "up"])?;
+        topo.fabric = Some(fabric);
+
+        for (i, spec) in self.nodes.iter().enumerate() {
+            let index = i as u8 + 1;
+            let ns = Netns::new(&format!("{tag}-{}", spec.name))?;
+            let up = format!("f{tag}n{index}");
+            ip(&["link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &up, "netns", &format!("{tag}-fabric")])?;
+            ip(&["-n", &format!("{tag}-fabric"), "link", "set", &up, "master", "br0", "up"])?;
+            let addr = Ipv4Addr::new(198, 18, 0, index);
+            ip(&["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&["-n", &ns.name, "link", "set", "eth0", "up"])?;
+            ns.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")).context("enabling forwarding")?;
+            let cgroup = topo.cgroup.join(&spec.name);
+            for sub in ["proxy", "pods", "host"] {
+                std::fs::create_dir_all(cgroup.join(sub))?;
+            }
+            topo.nodes.push(Node {
+                name: spec.name.clone(),
+                index,
+                addr,
+                netns: ns,
+                cgroup,
+                mesh: None,
+            });
+        }
+        for node in &topo.nodes {
+            for other in &topo.nodes {
+                if other.index != node.index {
+                    ip(&["-n", &node.netns.name, "route", "add", &format!("10.{}.0.0/16", other.index), "via", &other.addr.to_string()])?;
+                }
+            }
+        }
+        for (k, spec) in self.pods.into_iter().enumerate() {
+            let k = k as u8 + 1;
+            let node = topo.nodes.iter().find(|n| n.name == spec.node).with_context(|| format!("no node {}", spec.node))?;
+            let ns = Netns::new(&format!("{tag}-{}", spec.name))?;
+            let host_if = format!("v{tag}p{k}");
+            let host_addr = Ipv4Addr::new(10, node.index, k, 1);
+            let addr = Ipv4Addr::new(10, node.index, k, 2);
+            ip(&["link", "add", &host_if, "netns", &node.netns.name, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+            ip(&["-n", &node.netns.name, "addr", "add", &format!("{host_addr}/30"), "dev", &host_if])?;
+            ip(&["-n", &node.netns.name, "link", "set", &host_if, "up"])?;
+            ip(&["-n", &ns.name, "addr", "add", &format!("{addr}/30"), "dev", "eth0"])?;
+            ip(&["-n", &ns.name, "link", "set", "eth0", "up"])?;
+            ip(&["-n", &ns.name, "route", "add", "default", "via", &host_addr.to_string()])?;
+            topo.pods.push(Pod {
+                namespace: spec.namespace.clone(),
+                name: spec.name,
+                node: spec.node,
+                addr,
+                labels: spec.labels,
+                netns: ns,
+                cgroup: node.cgroup.join("pods"),
+            });
+            topo.namespaces.entry(spec.namespace).or_insert(false);
+        }
+        for ns in self.enrolled {
+            topo.namespaces.insert(ns, true);
+        }
+        topo.write_config()?;
+        Ok(topo)
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    pub index: u8,
+    pub addr: Ipv4Addr,
+    pub netns: Netns,
+    /// Where this node's programs attach.
+    pub cgroup: PathBuf,
+    pub mesh: Option<MeshNode>,
+}
+
+impl Node {
+    /// cgroup for node-local (host) processes.
+    pub fn host_cgroup(&self) -> PathBuf {
+        self.cgroup.join("host")
+    }
+
+    pub fn mesh(&self) -> &MeshNode {
+        self.mesh.as_ref().expect("mesh-node started")
+    }
+
+    pub fn mesh_mut(&mut self) -> &mut MeshNode {
+        self.mesh.as_mut().expect("mesh-node started")
+    }
+}
+
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub addr: Ipv4Addr,
+    pub labels: BTreeMap<String, String>,
+    pub netns: Netns,
+    /// cgroup the pod's processes run in (inside its node's subtree).
+    pub cgroup: PathBuf,
+}
+
+impl Pod {
+    /// `curl` from inside the pod, as a captured process would run it.
+    pub fn curl(&self, url: &str) -> std::process::Output {
+        self.netns
+            .command("curl", &self.cgroup)
+            .args(["-sS", "--max-time", "5", url])
+            .output()
+            .expect("running curl")
+    }
+}
+
+pub struct Topology {
+    pub tag: String,
+    /// Scratch directory: YAML config, node logs.
+    pub dir: PathBuf,
+    pub cgroup: PathBuf,
+    pub bpffs: PathBuf,
+    fabric: Option<Netns>,
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    /// Namespace -> enrolled.
+    namespaces: BTreeMap<String, bool>,
+}
+
+impl Topology {
+    /// Starts describing a topology; `test` names everything it creates.
+    pub fn builder(test: &str) -> TopologyBuilder {
+        TopologyBuilder { test: test.into(), nodes: Vec::new(), pods: Vec::new(), enrolled: Vec::new() }
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name == name).expect("node")
+    }
+
+    pub fn node_mut(&mut self, name: &str) -> &mut Node {
+        self.nodes.iter_mut().find(|n| n.name == name).expect("node")
+    }
+
+    pub fn pod(&self, name: &str) -> &Pod {
+        self.pods.iter().find(|p| p.name == name).expect("pod")
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.join("config")
+    }
+
+    /// Starts `mesh-node` on every node and waits until each is ready.
+    pub fn start_all(&mut self) -> anyhow::Result<()> {
+        let names: Vec<String> = self.nodes.iter().map(|n| n.name.clone()).collect();
+        for name in names {
+            self.start(&name)?;
+        }
+        Ok(())
+    }
+
+    /// Starts (or restarts) `mesh-node` on one node. A previous process that is still
+    /// draining keeps running until it exits by itself or the topology is dropped.
+    pub fn start(&mut self, node: &str) -> anyhow::Result<()> {
+        let config_dir = self.config_dir();
+        let dir = self.dir.clone();
+        let bpffs = self.bpffs.join(node);
+        let n = self.node_mut(node);
+        let previous = n.mesh.take();
+        let mesh = MeshNode::start(n, &config_dir, &dir, &bpffs, previous)?;
+        n.mesh = Some(mesh);
+        Ok(())
+    }
+
+    /// Enrolls or unenrolls a namespace by rewriting the YAML the nodes watch.
+    pub fn set_namespace_enrolled(&mut self, namespace: &str, enrolled: bool) -> anyhow::Result<()> {
+        self.namespaces.insert(namespace.into(), enrolled);
+        self.write_config()
+    }
+
+    /// Sets or removes a pod label (e.g. `trellis.dev/mesh=disabled`).
+    pub fn set_pod_label(&mut self, pod: &str, key: &str, value: Option<&str>) -> anyhow::Result<()> {
+        let p = self.pods.iter_mut().find(|p| p.name == pod).expect("pod");
+        match value {
+            Some(v) => p.labels.insert(key.into(), v.into()),
+            None => p.labels.remove(key),
+        };
+        self.write_config()
+    }
+
+    /// The cluster as Kubernetes YAML, written atomically (temp file + rename) so a node
+    /// never reads half a file.
+    fn write_config(&self) -> anyhow::Result<()> {
+        let mut yaml = String::new();
+        for (ns, enrolled) in &self.namespaces {
+            let labels = if *enrolled { "{trellis.dev/mesh: enabled}" } else { "{}" };
+            yaml += &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {labels}}}\n---\n");
+        }
+        for p in &self.pods {
+            let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            yaml += &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {{{}}}\n  annotations: {{trellis.dev/netns: {}}}\nspec: {{nodeName: {}, serviceAccountName: {}-sa}}\nstatus: {{podIP: {}}}\n---\n",
+                p.name, p.namespace, labels.join(", "), p.netns.name, p.node, p.name, p.addr
+            );
+        }
+        let tmp = self.config_dir().join(".cluster.yaml.tmp");
+        std::fs::write(&tmp, yaml)?;
+        std::fs::rename(&tmp, self.config_dir().join("cluster.yaml"))?;
+        Ok(())
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        // Processes first (they hold namespaces and pins), then the programs' pins, then the
+        // namespaces (deleting a veth detaches its guards), then the cgroups.
+        for n in &mut self.nodes {
+            n.mesh.take();
+        }
+        let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        self.pods.clear();
+        self.nodes.clear();
+        self.fabric.take();
+        remove_cgroup_tree(&self.cgroup);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Removes a cgroup directory tree bottom-up (cgroupfs only allows rmdir of empty groups).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.filter_map(Result::ok) {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    for _ in 0..50 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            // Busy until the killed processes are reaped.
+            Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+/// A short tag from the test name and the process id: interface names have 15 bytes.
+fn tag(test: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    test.hash(&mut h);
+    std::process::id().hash(&mut h);
+    format!("{:05x}", h.finish() & 0xfffff)
+}
+
+pub fn cgroup2_root() -> anyhow::Result<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo")?;
+    for line in mountinfo.lines() {
+        if let Some((before, after)) = line.split_once(" - ") {
+            if after.starts_with("cgroup2 ") {
+                if let Some(mp) = before.split_whitespace().nth(4) {
+                    return Ok(PathBuf::from(mp));
+                }
+            }
+        }
+    }
+    bail!("no cgroup2 mount found")
+}
