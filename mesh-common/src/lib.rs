@@ -27,8 +27,15 @@ pub mod maps {
     pub const COUNTERS: &str = "COUNTERS";
 
     /// Every map, for pin cleanup and the admin view.
-    pub const ALL: [&str; 7] =
-        [ENROLLED_NETNS, ENROLLED_IPS, PENDING, ORIG_DST, EXCLUDED, PROXY_CONFIG, COUNTERS];
+    pub const ALL: [&str; 7] = [
+        ENROLLED_NETNS,
+        ENROLLED_IPS,
+        PENDING,
+        ORIG_DST,
+        EXCLUDED,
+        PROXY_CONFIG,
+        COUNTERS,
+    ];
 }
 
 /// Program names (the function names in `mesh-ebpf`).

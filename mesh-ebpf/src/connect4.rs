@@ -62,8 +62,8 @@ fn try_connect4(ctx: &SockAddrContext) -> Result<i32, ()> {
     // SAFETY: ctx is a sock_addr context, which both helpers accept.
     let netns = unsafe { bpf_get_netns_cookie(ctx.sock_addr.cast()) };
     let (direction, port) = if let Some(pod) = unsafe { ENROLLED_NETNS.get(netns) } {
-        let to_proxy = dst_ip == cfg.proxy_ip
-            && (dst_port == cfg.outbound_port || dst_port == cfg.inbound_port);
+        let to_proxy =
+            dst_ip == cfg.proxy_ip && (dst_port == cfg.outbound_port || dst_port == cfg.inbound_port);
         // A direct dial of the proxy port is left alone: it carries no original
         // destination, so the proxy resets it.
         if dst_ip == pod.pod_ip || to_proxy || is_excluded(dst_ip) {

@@ -62,8 +62,7 @@ fn try_guard_from_pod(ctx: &TcContext) -> Result<i32, ()> {
     };
     let allowed = match proxy_config() {
         Some(cfg) if !syn.ipv6 => {
-            (syn.dst_ip == cfg.proxy_ip && syn.dst_port == cfg.outbound_port)
-                || is_excluded(syn.dst_ip)
+            (syn.dst_ip == cfg.proxy_ip && syn.dst_port == cfg.outbound_port) || is_excluded(syn.dst_ip)
         }
         _ => false,
     };
@@ -104,7 +103,11 @@ fn parse_syn(ctx: &TcContext) -> Result<Option<Syn>, ()> {
             let frag = u16::from_be(ctx.load::<u16>(ETH_HLEN + 6).map_err(|_| ())?);
             let fragmented = frag & 0x3fff != 0;
             if ihl < 20 || fragmented {
-                return Ok(Some(Syn { dst_ip, dst_port: 0, ipv6: false }));
+                return Ok(Some(Syn {
+                    dst_ip,
+                    dst_port: 0,
+                    ipv6: false,
+                }));
             }
             let tcp = ETH_HLEN + ihl;
             let flags: u8 = ctx.load(tcp + 13).map_err(|_| ())?;
@@ -112,7 +115,11 @@ fn parse_syn(ctx: &TcContext) -> Result<Option<Syn>, ()> {
                 return Ok(None);
             }
             let dst_port: u16 = ctx.load(tcp + 2).map_err(|_| ())?;
-            Ok(Some(Syn { dst_ip, dst_port, ipv6: false }))
+            Ok(Some(Syn {
+                dst_ip,
+                dst_port,
+                ipv6: false,
+            }))
         }
         ETH_P_IPV6 => {
             // Fixed 40-byte header; TCP behind extension headers is not inspected.
@@ -123,7 +130,11 @@ fn parse_syn(ctx: &TcContext) -> Result<Option<Syn>, ()> {
             if flags & TCP_SYN == 0 || flags & TCP_ACK != 0 {
                 return Ok(None);
             }
-            Ok(Some(Syn { dst_ip: 0, dst_port: 0, ipv6: true }))
+            Ok(Some(Syn {
+                dst_ip: 0,
+                dst_port: 0,
+                ipv6: true,
+            }))
         }
         _ => Ok(None),
     }

@@ -51,7 +51,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&state, &req)) }
             });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(error = %e, "admin connection");
             }
         });
@@ -71,7 +74,11 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
         "/config_dump" => json(&state.config),
         "/workloads" => json(&*state.registry.read().unwrap_or_else(|p| p.into_inner())),
         "/datapath" => {
-            let view = state.datapath.lock().unwrap_or_else(|p| p.into_inner()).view(&state.orig_dst);
+            let view = state
+                .datapath
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .view(&state.orig_dst);
             json(&view)
         }
         "/stats" => {
@@ -80,10 +87,22 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                 proxy: &'a ProxyStats,
                 kernel: std::collections::BTreeMap<&'static str, u64>,
             }
-            let kernel = state.datapath.lock().unwrap_or_else(|p| p.into_inner()).counters().into_iter().collect();
-            json(&Stats { proxy: &state.stats, kernel })
+            let kernel = state
+                .datapath
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .counters()
+                .into_iter()
+                .collect();
+            json(&Stats {
+                proxy: &state.stats,
+                kernel,
+            })
         }
-        "/" => text(StatusCode::OK, "/ready /config_dump /workloads /datapath /stats\n"),
+        "/" => text(
+            StatusCode::OK,
+            "/ready /config_dump /workloads /datapath /stats\n",
+        ),
         other => text(StatusCode::NOT_FOUND, &format!("no admin page {other}; try /\n")),
     }
 }

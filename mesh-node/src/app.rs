@@ -30,7 +30,11 @@ pub enum Error {
     #[error(transparent)]
     Datapath(#[from] datapath::Error),
     #[error("binding {what} on {addr}: {source} (is another mesh-node running on this node?)")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -65,13 +69,19 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
     let bind = |what, port| async move {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-        TcpListener::bind(addr).await.map_err(|source| Error::Bind { what, addr, source })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| Error::Bind { what, addr, source })
     };
     let outbound = bind("outbound listener", config.outbound_port).await?;
     let inbound = bind("inbound listener", config.inbound_port).await?;
     let admin_listener = TcpListener::bind(config.admin_addr)
         .await
-        .map_err(|source| Error::Bind { what: "admin", addr: config.admin_addr, source })?;
+        .map_err(|source| Error::Bind {
+            what: "admin",
+            addr: config.admin_addr,
+            source,
+        })?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (drained_tx, drained_rx) = watch::channel(false);
@@ -87,8 +97,20 @@ pub async fn run(config: Config) -> Result<(), Error> {
         registry.clone(),
     ));
     let serving = [
-        tokio::spawn(proxy.clone().serve(outbound, Listener::Outbound, shutdown_rx.clone(), drained_rx.clone(), active_tx.clone())),
-        tokio::spawn(proxy.clone().serve(inbound, Listener::Inbound, shutdown_rx.clone(), drained_rx.clone(), active_tx.clone())),
+        tokio::spawn(proxy.clone().serve(
+            outbound,
+            Listener::Outbound,
+            shutdown_rx.clone(),
+            drained_rx.clone(),
+            active_tx.clone(),
+        )),
+        tokio::spawn(proxy.clone().serve(
+            inbound,
+            Listener::Inbound,
+            shutdown_rx.clone(),
+            drained_rx.clone(),
+            active_tx.clone(),
+        )),
     ];
     drop(active_tx);
 
@@ -131,14 +153,20 @@ pub async fn run(config: Config) -> Result<(), Error> {
     };
 
     wait_for_signal().await?;
-    tracing::info!(drain_timeout_secs = config.drain_timeout_secs, "shutting down: listeners closed, draining connections");
+    tracing::info!(
+        drain_timeout_secs = config.drain_timeout_secs,
+        "shutting down: listeners closed, draining connections"
+    );
     let _ = shutdown_tx.send(true);
     for task in serving {
         let _ = task.await;
     }
     let _ = enrollment.await;
     // Every connection task holds an `active` sender; recv() returns None when all are gone.
-    if tokio::time::timeout(config.drain_timeout(), active_rx.recv()).await.is_err() {
+    if tokio::time::timeout(config.drain_timeout(), active_rx.recv())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout: resetting the remaining connections");
         let _ = drained_tx.send(true);
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), active_rx.recv()).await;

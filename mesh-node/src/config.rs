@@ -122,8 +122,10 @@ impl FromStr for Ipv4Cidr {
             .ok_or_else(|| format!("{s:?}: prefix length {len:?} must be 0..=32"))?;
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix_len)).unwrap_or(0);
         if u32::from(addr) & !mask != 0 {
-            return Err(format!("{s:?}: host bits are set; did you mean {}/{prefix_len}?",
-                Ipv4Addr::from(u32::from(addr) & mask)));
+            return Err(format!(
+                "{s:?}: host bits are set; did you mean {}/{prefix_len}?",
+                Ipv4Addr::from(u32::from(addr) & mask)
+            ));
         }
         Ok(Self { addr, prefix_len })
     }
@@ -165,12 +167,21 @@ mod tests {
     fn cidrs_parse_and_reject_with_reasons() {
         assert_eq!(
             "10.96.0.0/12".parse::<Ipv4Cidr>().unwrap(),
-            Ipv4Cidr { addr: Ipv4Addr::new(10, 96, 0, 0), prefix_len: 12 }
+            Ipv4Cidr {
+                addr: Ipv4Addr::new(10, 96, 0, 0),
+                prefix_len: 12
+            }
         );
         assert_eq!("0.0.0.0/0".parse::<Ipv4Cidr>().unwrap().prefix_len, 0);
-        assert!("10.96.0.1/12".parse::<Ipv4Cidr>().unwrap_err().contains("did you mean 10.96.0.0/12"));
+        assert!("10.96.0.1/12"
+            .parse::<Ipv4Cidr>()
+            .unwrap_err()
+            .contains("did you mean 10.96.0.0/12"));
         assert!("10.0.0.0/33".parse::<Ipv4Cidr>().unwrap_err().contains("0..=32"));
-        assert!("10.0.0.0".parse::<Ipv4Cidr>().unwrap_err().contains("ADDRESS/PREFIX"));
+        assert!("10.0.0.0"
+            .parse::<Ipv4Cidr>()
+            .unwrap_err()
+            .contains("ADDRESS/PREFIX"));
         assert!("fd00::/8".parse::<Ipv4Cidr>().unwrap_err().contains("not IPv4"));
     }
 

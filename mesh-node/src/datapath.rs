@@ -18,16 +18,14 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray, Array},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{
-        links::FdLink, CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier, SockOps,
-        TcAttachType, tc::TcAttachOptions,
+        links::FdLink, tc::TcAttachOptions, CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier,
+        SockOps, TcAttachType,
     },
     Ebpf, EbpfLoader,
 };
-use mesh_common::{
-    counters, maps, programs, EnrolledIp, EnrolledPod, OrigDst, ProxyConfig, SockTuple,
-};
+use mesh_common::{counters, maps, programs, EnrolledIp, EnrolledPod, OrigDst, ProxyConfig, SockTuple};
 use serde::Serialize;
 
 use crate::config::Ipv4Cidr;
@@ -46,15 +44,31 @@ pub enum Error {
     #[error("loading the eBPF object failed (kernel too old, missing BTF, or not root?): {0}")]
     Load(#[from] aya::EbpfError),
     #[error("eBPF program {name}: {source}")]
-    Program { name: &'static str, source: aya::programs::ProgramError },
+    Program {
+        name: &'static str,
+        source: aya::programs::ProgramError,
+    },
     #[error("eBPF map {name}: {source}")]
-    Map { name: &'static str, source: aya::maps::MapError },
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("{what} {}: {source}", path.display())]
-    Pin { what: &'static str, path: PathBuf, source: std::io::Error },
+    Pin {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("attaching guard to {iface}: {source}")]
-    Guard { iface: String, source: aya::programs::ProgramError },
+    Guard {
+        iface: String,
+        source: aya::programs::ProgramError,
+    },
     #[error("eBPF link of {name}: {source}")]
-    Link { name: &'static str, source: aya::programs::links::LinkError },
+    Link {
+        name: &'static str,
+        source: aya::programs::links::LinkError,
+    },
 }
 
 /// What the datapath needs to know about the node.
@@ -118,7 +132,10 @@ fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>
 where
     T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
 {
-    let map = ebpf.take_map(name).ok_or(Error::Map { name, source: aya::maps::MapError::InvalidName { name: name.into() } })?;
+    let map = ebpf.take_map(name).ok_or(Error::Map {
+        name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    })?;
     T::try_from(map).map_err(|source| Error::Map { name, source })
 }
 
@@ -133,11 +150,17 @@ impl Datapath {
         let maps_dir = settings.bpffs_dir.join("maps");
         let links_dir = settings.bpffs_dir.join("links");
         for dir in [&maps_dir, &links_dir] {
-            fs::create_dir_all(dir).map_err(|source| Error::Pin { what: "creating", path: dir.clone(), source })?;
+            fs::create_dir_all(dir).map_err(|source| Error::Pin {
+                what: "creating",
+                path: dir.clone(),
+                source,
+            })?;
         }
         ensure_bpffs(&settings.bpffs_dir)?;
 
-        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps_dir).load(EBPF_OBJECT)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&maps_dir)
+            .load(EBPF_OBJECT)?;
 
         let mut config: Array<MapData, ProxyConfig> = take_map(&mut ebpf, maps::PROXY_CONFIG)?;
         let proxy_config = ProxyConfig {
@@ -148,7 +171,10 @@ impl Datapath {
             inbound_port: settings.inbound_port.to_be(),
             ready: 1,
         };
-        config.set(0, proxy_config, 0).map_err(|source| Error::Map { name: maps::PROXY_CONFIG, source })?;
+        config.set(0, proxy_config, 0).map_err(|source| Error::Map {
+            name: maps::PROXY_CONFIG,
+            source,
+        })?;
 
         let mut datapath = Self {
             enrolled_netns: take_map(&mut ebpf, maps::ENROLLED_NETNS)?,
@@ -159,7 +185,9 @@ impl Datapath {
             links_dir,
             ebpf,
         };
-        let orig_dst = OrigDstTable { map: Mutex::new(take_map(&mut datapath.ebpf, maps::ORIG_DST)?) };
+        let orig_dst = OrigDstTable {
+            map: Mutex::new(take_map(&mut datapath.ebpf, maps::ORIG_DST)?),
+        };
         datapath.set_excluded(&settings.excluded)?;
 
         let cgroup = fs::File::open(&settings.cgroup)
@@ -172,7 +200,10 @@ impl Datapath {
             let err = program_error(programs::CONNECT4);
             let id = prog.attach(&cgroup, CgroupAttachMode::Single).map_err(&err)?;
             let link = prog.take_link(id).map_err(&err)?;
-            FdLink::try_from(link).map_err(|source| Error::Link { name: programs::CONNECT4, source })
+            FdLink::try_from(link).map_err(|source| Error::Link {
+                name: programs::CONNECT4,
+                source,
+            })
         })?;
         {
             let prog: &mut SockOps = datapath.program(programs::SOCKOPS)?;
@@ -182,7 +213,10 @@ impl Datapath {
             let err = program_error(programs::SOCKOPS);
             let id = prog.attach(&cgroup, CgroupAttachMode::Single).map_err(&err)?;
             let link = prog.take_link(id).map_err(&err)?;
-            FdLink::try_from(link).map_err(|source| Error::Link { name: programs::SOCKOPS, source })
+            FdLink::try_from(link).map_err(|source| Error::Link {
+                name: programs::SOCKOPS,
+                source,
+            })
         })?;
         for name in [programs::GUARD_FROM_POD, programs::GUARD_TO_POD] {
             let prog: &mut SchedClassifier = datapath.program(name)?;
@@ -218,19 +252,34 @@ impl Datapath {
         let prog: &mut T = self.program(name)?;
         if pin.exists() {
             let prog_fd = program_fd(self.ebpf.program(name))?;
-            let link = sys::obj_get(&pin).map_err(|source| Error::Pin { what: "opening pinned link", path: pin.clone(), source })?;
-            sys::link_update(&link, prog_fd).map_err(|source| Error::Pin { what: "updating pinned link", path: pin.clone(), source })?;
+            let link = sys::obj_get(&pin).map_err(|source| Error::Pin {
+                what: "opening pinned link",
+                path: pin.clone(),
+                source,
+            })?;
+            sys::link_update(&link, prog_fd).map_err(|source| Error::Pin {
+                what: "updating pinned link",
+                path: pin.clone(),
+                source,
+            })?;
             tracing::info!(link = %pin.display(), "kept pinned link, now running this build's program");
             return Ok(());
         }
         let link = attach(prog)?;
-        link.pin(&pin).map_err(|e| Error::Pin { what: "pinning link", path: pin.clone(), source: std::io::Error::other(e) })?;
+        link.pin(&pin).map_err(|e| Error::Pin {
+            what: "pinning link",
+            path: pin.clone(),
+            source: std::io::Error::other(e),
+        })?;
         tracing::info!(link = %pin.display(), "attached and pinned");
         Ok(())
     }
 
     fn set_excluded(&mut self, cidrs: &[Ipv4Cidr]) -> Result<(), Error> {
-        let err = |source| Error::Map { name: maps::EXCLUDED, source };
+        let err = |source| Error::Map {
+            name: maps::EXCLUDED,
+            source,
+        };
         let stale: Vec<Key<u32>> = self.excluded.keys().filter_map(Result::ok).collect();
         for key in stale {
             self.excluded.remove(&key).map_err(err)?;
@@ -252,19 +301,42 @@ impl Datapath {
             }
             let prog: &mut SchedClassifier = self.program(name)?;
             let id = prog
-                .attach_with_options(&pod.host_iface, direction, TcAttachOptions::TcxOrder(LinkOrder::default()))
-                .map_err(|source| Error::Guard { iface: pod.host_iface.clone(), source })?;
+                .attach_with_options(
+                    &pod.host_iface,
+                    direction,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|source| Error::Guard {
+                    iface: pod.host_iface.clone(),
+                    source,
+                })?;
             let link = prog.take_link(id).map_err(program_error(name))?;
             let link = FdLink::try_from(link).map_err(|source| Error::Link { name, source })?;
-            link.pin(&pin).map_err(|e| Error::Pin { what: "pinning guard", path: pin.clone(), source: std::io::Error::other(e) })?;
+            link.pin(&pin).map_err(|e| Error::Pin {
+                what: "pinning guard",
+                path: pin.clone(),
+                source: std::io::Error::other(e),
+            })?;
         }
         let ip = u32::from(pod.ip).to_be();
         self.enrolled_netns
             .insert(pod.netns_cookie, EnrolledPod { pod_ip: ip, _pad: 0 }, 0)
-            .map_err(|source| Error::Map { name: maps::ENROLLED_NETNS, source })?;
+            .map_err(|source| Error::Map {
+                name: maps::ENROLLED_NETNS,
+                source,
+            })?;
         self.enrolled_ips
-            .insert(ip, EnrolledIp { netns_cookie: pod.netns_cookie }, 0)
-            .map_err(|source| Error::Map { name: maps::ENROLLED_IPS, source })?;
+            .insert(
+                ip,
+                EnrolledIp {
+                    netns_cookie: pod.netns_cookie,
+                },
+                0,
+            )
+            .map_err(|source| Error::Map {
+                name: maps::ENROLLED_IPS,
+                source,
+            })?;
         Ok(())
     }
 
@@ -314,14 +386,21 @@ impl Datapath {
     fn guard_pin(&self, pod: &PodDatapath, suffix: &str) -> PathBuf {
         // The ifindex makes a pin for a deleted veth distinct from one for a new veth that
         // reuses its name.
-        self.links_dir.join(format!("guard-{}-{}-{suffix}", pod.host_iface, pod.host_ifindex))
+        self.links_dir
+            .join(format!("guard-{}-{}-{suffix}", pod.host_iface, pod.host_ifindex))
     }
 
     fn guard_pins(&self) -> Vec<PathBuf> {
-        let Ok(dir) = fs::read_dir(&self.links_dir) else { return Vec::new() };
+        let Ok(dir) = fs::read_dir(&self.links_dir) else {
+            return Vec::new();
+        };
         dir.filter_map(Result::ok)
             .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("guard-")))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("guard-"))
+            })
             .collect()
     }
 
@@ -348,7 +427,11 @@ impl Datapath {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let sum = self.counters.get(&(i as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+                let sum = self
+                    .counters
+                    .get(&(i as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
                 (*name, sum)
             })
             .collect()
@@ -369,7 +452,12 @@ impl Datapath {
                 .filter_map(Result::ok)
                 .map(|(ip, v)| (Ipv4Addr::from(u32::from_be(ip)), v.netns_cookie))
                 .collect(),
-            pending: self.pending.iter().filter_map(Result::ok).map(|(cookie, o)| (cookie, OrigDstView::from(o))).collect(),
+            pending: self
+                .pending
+                .iter()
+                .filter_map(Result::ok)
+                .map(|(cookie, o)| (cookie, OrigDstView::from(o)))
+                .collect(),
             orig_dst: orig_dst
                 .entries()
                 .into_iter()
@@ -390,10 +478,18 @@ impl Datapath {
                 .filter_map(Result::ok)
                 .map(|k| format!("{}/{}", Ipv4Addr::from(u32::from_be(k.data())), k.prefix_len()))
                 .collect(),
-            counters: self.counters().into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            counters: self
+                .counters()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             links: {
                 let mut names: Vec<String> = fs::read_dir(&self.links_dir)
-                    .map(|d| d.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                    .map(|d| {
+                        d.filter_map(Result::ok)
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 names.sort();
                 names
@@ -413,7 +509,10 @@ fn guard_kinds() -> [(&'static str, &'static str, TcAttachType); 2] {
 
 fn program_fd(prog: Option<&aya::programs::Program>) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
     use std::os::fd::AsFd as _;
-    let prog = prog.ok_or(Error::Program { name: "?", source: aya::programs::ProgramError::NotLoaded })?;
+    let prog = prog.ok_or(Error::Program {
+        name: "?",
+        source: aya::programs::ProgramError::NotLoaded,
+    })?;
     prog.fd().map(|fd| fd.as_fd()).map_err(program_error("?"))
 }
 
@@ -422,7 +521,11 @@ fn remove_pin(pin: &Path) -> Result<(), Error> {
     match fs::remove_file(pin) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Pin { what: "removing", path: pin.to_path_buf(), source }),
+        Err(source) => Err(Error::Pin {
+            what: "removing",
+            path: pin.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -467,7 +570,11 @@ impl From<OrigDst> for OrigDstView {
     fn from(o: OrigDst) -> Self {
         Self {
             src_netns_cookie: o.src_netns_cookie,
-            dst: format!("{}:{}", Ipv4Addr::from(u32::from_be(o.dst_ip)), u16::from_be(o.dst_port)),
+            dst: format!(
+                "{}:{}",
+                Ipv4Addr::from(u32::from_be(o.dst_ip)),
+                u16::from_be(o.dst_port)
+            ),
             direction: direction_name(o.direction),
         }
     }

@@ -1,7 +1,11 @@
 //! `mesh-node`: parse arguments, set up logging, run.
 
 use clap::{Parser, Subcommand};
-use mesh_node::{app, config::{Config, LogFormat}, datapath};
+use mesh_node::{
+    app,
+    config::{Config, LogFormat},
+    datapath,
+};
 
 #[derive(Parser)]
 #[command(version, about = "Trellis node agent and proxy")]
@@ -42,7 +46,9 @@ fn main() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),

@@ -26,10 +26,7 @@ use tokio::{
 };
 use tracing::Instrument as _;
 
-use crate::{
-    datapath::OrigDstTable,
-    workloads::enrollment::Registry,
-};
+use crate::{datapath::OrigDstTable, workloads::enrollment::Registry};
 
 /// Which listener accepted a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -196,7 +193,13 @@ impl Proxy {
             (SocketAddr::V4(peer), Some(SocketAddr::V4(local))) => self.orig_dst.take(&tuple(peer, local)),
             _ => None,
         };
-        let mut log = AccessLog { kind, peer, orig, src: None, dst: None };
+        let mut log = AccessLog {
+            kind,
+            peer,
+            orig,
+            src: None,
+            dst: None,
+        };
         if let Some(o) = orig {
             let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
             log.src = reg.by_netns_cookie(o.src_netns_cookie).map(|w| w.key());
@@ -214,10 +217,17 @@ impl Proxy {
                         Ok(upstream) => {
                             let outcome = relay::relay(client, upstream, self.idle_timeout, drained).await;
                             self.stats.bytes_up.fetch_add(outcome.bytes_up, Ordering::Relaxed);
-                            self.stats.bytes_down.fetch_add(outcome.bytes_down, Ordering::Relaxed);
+                            self.stats
+                                .bytes_down
+                                .fetch_add(outcome.bytes_down, Ordering::Relaxed);
                             self.stats.relayed.fetch_add(1, Ordering::Relaxed);
                             self.stats.active.fetch_sub(1, Ordering::Relaxed);
-                            log.emit(ConnResult::Relayed(outcome.ending), outcome.bytes_up, outcome.bytes_down, started);
+                            log.emit(
+                                ConnResult::Relayed(outcome.ending),
+                                outcome.bytes_up,
+                                outcome.bytes_down,
+                                started,
+                            );
                             return;
                         }
                         Err(r) => r,
@@ -296,7 +306,10 @@ struct AccessLog {
 
 impl AccessLog {
     fn emit(self, result: ConnResult, bytes_up: u64, bytes_down: u64, started: Instant) {
-        let orig_dst = self.orig.map(|o| orig_socket_addr(&o).to_string()).unwrap_or_else(|| "-".into());
+        let orig_dst = self
+            .orig
+            .map(|o| orig_socket_addr(&o).to_string())
+            .unwrap_or_else(|| "-".into());
         let src_netns = self.orig.map(|o| o.src_netns_cookie).unwrap_or(0);
         tracing::info!(
             target: "access",

@@ -75,16 +75,23 @@ pub fn select(objects: &[Object], node_name: &str) -> Selection {
             continue;
         }
         let key = format!("{}/{}", pod.namespace, pod.name);
-        let skip = |reason: String| Skipped { pod: key.clone(), reason };
+        let skip = |reason: String| Skipped {
+            pod: key.clone(),
+            reason,
+        };
         if !enabled_namespaces.contains(&pod.namespace.as_str()) {
             continue;
         }
         if pod.labels.get(MESH_LABEL).map(String::as_str) == Some("disabled") {
-            selection.skipped.push(skip(format!("pod label {MESH_LABEL}=disabled opts it out")));
+            selection
+                .skipped
+                .push(skip(format!("pod label {MESH_LABEL}=disabled opts it out")));
             continue;
         }
         if pod.host_network {
-            selection.skipped.push(skip("hostNetwork pods share the node's namespace and cannot be captured".into()));
+            selection.skipped.push(skip(
+                "hostNetwork pods share the node's namespace and cannot be captured".into(),
+            ));
             continue;
         }
         let Some(ip) = pod.ip else {
@@ -92,7 +99,9 @@ pub fn select(objects: &[Object], node_name: &str) -> Selection {
             continue;
         };
         let Some(netns) = &pod.netns else {
-            selection.skipped.push(skip(format!("no {NETNS_ANNOTATION} annotation naming its network namespace")));
+            selection.skipped.push(skip(format!(
+                "no {NETNS_ANNOTATION} annotation naming its network namespace"
+            )));
             continue;
         };
         selection.enrolled.push(Workload {
@@ -180,8 +189,11 @@ spec: {nodeName: node-1}
     #[test]
     fn every_skipped_pod_says_why() {
         let sel = select(&objects(CLUSTER), "node-1");
-        let reasons: BTreeMap<&str, &str> =
-            sel.skipped.iter().map(|s| (s.pod.as_str(), s.reason.as_str())).collect();
+        let reasons: BTreeMap<&str, &str> = sel
+            .skipped
+            .iter()
+            .map(|s| (s.pod.as_str(), s.reason.as_str()))
+            .collect();
         assert!(reasons["shop/batch"].contains("opts it out"));
         assert!(reasons["shop/agent"].contains("hostNetwork"));
         assert!(reasons["shop/pending"].contains("podIP"));

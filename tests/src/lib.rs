@@ -36,10 +36,15 @@ pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> O
 pub fn require_privileges() {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests create network namespaces and load eBPF: run them as root (cargo xtask test)");
+    assert_eq!(
+        euid, 0,
+        "these tests create network namespaces and load eBPF: run them as root (cargo xtask test)"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     assert!(
-        mounts.lines().any(|l| l.contains(" /sys/fs/bpf ") && l.contains(" - bpf ")),
+        mounts
+            .lines()
+            .any(|l| l.contains(" /sys/fs/bpf ") && l.contains(" - bpf ")),
         "bpffs is not mounted at /sys/fs/bpf: run `cargo xtask setup`"
     );
 }

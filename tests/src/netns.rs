@@ -25,9 +25,16 @@ pub struct Netns {
 
 /// Runs `ip` with arguments, failing with its stderr.
 pub fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -54,7 +61,10 @@ impl Netns {
                 if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
                     panic!("setns: {}", std::io::Error::last_os_error());
                 }
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
                 rt.block_on(async move {
                     while let Some(job) = rx.recv().await {
                         job();
@@ -63,7 +73,12 @@ impl Netns {
                     }
                 });
             })?;
-        Ok(Self { name: name.to_string(), jobs: Some(tx), thread: Some(thread), owned: false })
+        Ok(Self {
+            name: name.to_string(),
+            jobs: Some(tx),
+            thread: Some(thread),
+            owned: false,
+        })
     }
 
     pub fn path(&self) -> PathBuf {
@@ -77,7 +92,11 @@ impl Netns {
         let job: Job = Box::new(move || {
             let _ = tx.send(f());
         });
-        self.jobs.as_ref().expect("netns alive").send(job).expect("netns thread alive");
+        self.jobs
+            .as_ref()
+            .expect("netns alive")
+            .send(job)
+            .expect("netns thread alive");
         rx.recv().expect("netns job panicked")
     }
 
@@ -93,7 +112,8 @@ impl Netns {
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, cgroup: &std::path::Path) -> Command {
         let mut cmd = Command::new(program);
         let ns = File::open(self.path()).expect("netns file");
-        let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes()).expect("path");
+        let procs =
+            std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes()).expect("path");
         // SAFETY: only async-signal-safe calls (open, write, close, setns) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
@@ -122,8 +142,15 @@ impl Netns {
             let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
             let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
             let (names, values) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
-            let i = names.split_whitespace().position(|n| n == name).expect("counter name");
-            values.split_whitespace().nth(i).and_then(|v| v.parse().ok()).expect("counter value")
+            let i = names
+                .split_whitespace()
+                .position(|n| n == name)
+                .expect("counter name");
+            values
+                .split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse().ok())
+                .expect("counter value")
         })
     }
 }

@@ -23,13 +23,30 @@ pub struct MeshNode {
     admin: Netns,
 }
 
-/// The `mesh-node` binary built next to the test executable (`cargo xtask test` builds it).
+/// The `mesh-node` binary: `$TRELLIS_NODE_BIN`, or the one built in the same target
+/// directory as the running executable (a test in `target/<profile>/deps/`, or xtask in
+/// `target/<profile>/`). `cargo xtask test` builds it first.
 pub fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/mesh-node
-    let bin = exe.parent().and_then(Path::parent).map(|d| d.join("mesh-node")).expect("target dir");
-    assert!(bin.exists(), "{} is missing: build it first (cargo build -p mesh-node, or cargo xtask test)", bin.display());
-    bin
+    if let Some(bin) = std::env::var_os("TRELLIS_NODE_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("running executable");
+    let candidates: Vec<PathBuf> = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|d| d.join("mesh-node"))
+        .collect();
+    candidates
+        .iter()
+        .find(|b| b.is_file())
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "mesh-node is not built next to {}: run `cargo build -p mesh-node` (or `cargo xtask test`)",
+                exe.display()
+            )
+        })
 }
 
 impl MeshNode {
@@ -45,14 +62,27 @@ impl MeshNode {
         let child = node
             .netns
             .command(binary(), &node.cgroup.join("proxy"))
-            .args(["run", "--node-name", &node.name, "--node-ip", &node.addr.to_string()])
+            .args([
+                "run",
+                "--node-name",
+                &node.name,
+                "--node-ip",
+                &node.addr.to_string(),
+            ])
             .arg("--config-dir")
             .arg(config_dir)
             .arg("--cgroup")
             .arg(&node.cgroup)
             .arg("--bpffs-dir")
             .arg(bpffs)
-            .args(["--log-format", "json", "--poll-interval-ms", "100", "--connect-timeout-ms", "1000"])
+            .args([
+                "--log-format",
+                "json",
+                "--poll-interval-ms",
+                "100",
+                "--connect-timeout-ms",
+                "1000",
+            ])
             .args(["--drain-timeout-secs", "20"])
             .env("TRELLIS_LOG", "info")
             .stdout(out.try_clone()?)
@@ -85,7 +115,11 @@ impl MeshNode {
         match ready {
             Some(Ok(())) => Ok(me),
             Some(Err(e)) => bail!("{e}; log:\n{}", me.log_text()),
-            None => bail!("mesh-node on {} not ready after 15s; log:\n{}", me.netns, me.log_text()),
+            None => bail!(
+                "mesh-node on {} not ready after 15s; log:\n{}",
+                me.netns,
+                me.log_text()
+            ),
         }
     }
 
@@ -99,20 +133,32 @@ impl MeshNode {
     fn admin_raw(&self, path: &str) -> std::io::Result<(u16, String)> {
         let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
         self.admin.run(move || {
-            let mut s = std::net::TcpStream::connect_timeout(&"127.0.0.1:15000".parse().expect("addr"), Duration::from_secs(2))?;
+            let mut s = std::net::TcpStream::connect_timeout(
+                &"127.0.0.1:15000".parse().expect("addr"),
+                Duration::from_secs(2),
+            )?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             s.write_all(request.as_bytes())?;
             let mut response = String::new();
             s.read_to_string(&mut response)?;
-            let status = response.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-            let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+            let status = response
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let body = response
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
             Ok((status, body))
         })
     }
 
     /// A kernel counter summed over CPUs (see `mesh_common::counters::NAMES`).
     pub fn counter(&self, name: &str) -> u64 {
-        self.admin("/stats")["kernel"][name].as_u64().unwrap_or_else(|| panic!("no kernel counter {name}"))
+        self.admin("/stats")["kernel"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no kernel counter {name}"))
     }
 
     /// Every access-log event so far, oldest first (all processes of this node).
@@ -160,7 +206,13 @@ impl MeshNode {
 
     /// Waits for earlier (draining) processes to exit by themselves.
     pub fn wait_drained(&mut self, limit: Duration) -> bool {
-        eventually(limit, || self.draining.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_)))).then_some(())).is_some()
+        eventually(limit, || {
+            self.draining
+                .iter_mut()
+                .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+                .then_some(())
+        })
+        .is_some()
     }
 }
 

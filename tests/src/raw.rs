@@ -23,7 +23,11 @@ pub fn send_syn(src: Ipv4Addr, dst: SocketAddrV4, mark: Option<u32>) -> io::Resu
 
     // SAFETY: plain socket syscalls with checked results.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::IPPROTO_TCP);
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::IPPROTO_TCP,
+        );
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -33,7 +37,9 @@ pub fn send_syn(src: Ipv4Addr, dst: SocketAddrV4, mark: Option<u32>) -> io::Resu
         let addr = libc::sockaddr_in {
             sin_family: libc::AF_INET as libc::sa_family_t,
             sin_port: 0,
-            sin_addr: libc::in_addr { s_addr: u32::from(*dst.ip()).to_be() },
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*dst.ip()).to_be(),
+            },
             sin_zero: [0; 8],
         };
         let sent = libc::sendto(
@@ -85,16 +91,32 @@ pub fn connect_with_mark(dst: SocketAddrV4, mark: u32, timeout: Duration) -> io:
     let addr = libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
         sin_port: dst.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*dst.ip()).to_be() },
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*dst.ip()).to_be(),
+        },
         sin_zero: [0; 8],
     };
     // Bounded: a SYN that is dropped would otherwise retry for two minutes.
-    let tv = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as libc::suseconds_t };
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
     // SAFETY: as above.
     unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_SNDTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as libc::socklen_t);
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
         let stream = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
-        if libc::connect(stream.as_raw_fd(), (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t) != 0 {
+        if libc::connect(
+            stream.as_raw_fd(),
+            (&addr as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) != 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(stream)
@@ -104,7 +126,13 @@ pub fn connect_with_mark(dst: SocketAddrV4, mark: u32, timeout: Duration) -> io:
 fn set_mark_fd(fd: libc::c_int, mark: u32) -> io::Result<()> {
     // SAFETY: setsockopt with a u32 on a live fd.
     let ret = unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_MARK, (&mark as *const u32).cast(), std::mem::size_of::<u32>() as libc::socklen_t)
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
     };
     if ret == 0 {
         Ok(())

@@ -59,7 +59,9 @@ pub fn http(ns: &Netns, port: u16) -> Peers {
                 let service = service_fn(move |_req| async move {
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("peer={peer}\n")))))
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });

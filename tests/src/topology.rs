@@ -95,12 +95,43 @@ impl TopologyBuilder {
             let index = i as u8 + 1;
             let ns = Netns::new(&format!("{tag}-{}", spec.name))?;
             let up = format!("f{tag}n{index}");
-            ip(&["link", "add", "eth0", "netns", &ns.name, "type", "veth", "peer", "name", &up, "netns", &format!("{tag}-fabric")])?;
-            ip(&["-n", &format!("{tag}-fabric"), "link", "set", &up, "master", "br0", "up"])?;
+            ip(&[
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                &ns.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &up,
+                "netns",
+                &format!("{tag}-fabric"),
+            ])?;
+            ip(&[
+                "-n",
+                &format!("{tag}-fabric"),
+                "link",
+                "set",
+                &up,
+                "master",
+                "br0",
+                "up",
+            ])?;
             let addr = Ipv4Addr::new(198, 18, 0, index);
-            ip(&["-n", &ns.name, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns.name, "link", "set", "eth0", "up"])?;
-            ns.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")).context("enabling forwarding")?;
+            ns.run(|| std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+                .context("enabling forwarding")?;
             let cgroup = topo.cgroup.join(&spec.name);
             for sub in ["proxy", "pods", "host"] {
                 std::fs::create_dir_all(cgroup.join(sub))?;
@@ -117,23 +148,72 @@ impl TopologyBuilder {
         for node in &topo.nodes {
             for other in &topo.nodes {
                 if other.index != node.index {
-                    ip(&["-n", &node.netns.name, "route", "add", &format!("10.{}.0.0/16", other.index), "via", &other.addr.to_string()])?;
+                    ip(&[
+                        "-n",
+                        &node.netns.name,
+                        "route",
+                        "add",
+                        &format!("10.{}.0.0/16", other.index),
+                        "via",
+                        &other.addr.to_string(),
+                    ])?;
                 }
             }
         }
         for (k, spec) in self.pods.into_iter().enumerate() {
             let k = k as u8 + 1;
-            let node = topo.nodes.iter().find(|n| n.name == spec.node).with_context(|| format!("no node {}", spec.node))?;
+            let node = topo
+                .nodes
+                .iter()
+                .find(|n| n.name == spec.node)
+                .with_context(|| format!("no node {}", spec.node))?;
             let ns = Netns::new(&format!("{tag}-{}", spec.name))?;
             let host_if = format!("v{tag}p{k}");
             let host_addr = Ipv4Addr::new(10, node.index, k, 1);
             let addr = Ipv4Addr::new(10, node.index, k, 2);
-            ip(&["link", "add", &host_if, "netns", &node.netns.name, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
-            ip(&["-n", &node.netns.name, "addr", "add", &format!("{host_addr}/30"), "dev", &host_if])?;
+            ip(&[
+                "link",
+                "add",
+                &host_if,
+                "netns",
+                &node.netns.name,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                &ns.name,
+            ])?;
+            ip(&[
+                "-n",
+                &node.netns.name,
+                "addr",
+                "add",
+                &format!("{host_addr}/30"),
+                "dev",
+                &host_if,
+            ])?;
             ip(&["-n", &node.netns.name, "link", "set", &host_if, "up"])?;
-            ip(&["-n", &ns.name, "addr", "add", &format!("{addr}/30"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns.name,
+                "addr",
+                "add",
+                &format!("{addr}/30"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns.name, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &ns.name, "route", "add", "default", "via", &host_addr.to_string()])?;
+            ip(&[
+                "-n",
+                &ns.name,
+                "route",
+                "add",
+                "default",
+                "via",
+                &host_addr.to_string(),
+            ])?;
             topo.pods.push(Pod {
                 namespace: spec.namespace.clone(),
                 name: spec.name,
@@ -216,7 +296,12 @@ pub struct Topology {
 impl Topology {
     /// Starts describing a topology; `test` names everything it creates.
     pub fn builder(test: &str) -> TopologyBuilder {
-        TopologyBuilder { test: test.into(), nodes: Vec::new(), pods: Vec::new(), enrolled: Vec::new() }
+        TopologyBuilder {
+            test: test.into(),
+            nodes: Vec::new(),
+            pods: Vec::new(),
+            enrolled: Vec::new(),
+        }
     }
 
     pub fn node(&self, name: &str) -> &Node {
@@ -278,8 +363,14 @@ impl Topology {
     fn write_config(&self) -> anyhow::Result<()> {
         let mut yaml = String::new();
         for (ns, enrolled) in &self.namespaces {
-            let labels = if *enrolled { "{trellis.dev/mesh: enabled}" } else { "{}" };
-            yaml += &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {labels}}}\n---\n");
+            let labels = if *enrolled {
+                "{trellis.dev/mesh: enabled}"
+            } else {
+                "{}"
+            };
+            yaml += &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {labels}}}\n---\n"
+            );
         }
         for p in &self.pods {
             let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();

@@ -30,7 +30,9 @@ fn peer_ip(p: SocketAddr) -> String {
 }
 
 fn field<'a>(event: &'a Value, name: &str) -> &'a str {
-    event[name].as_str().unwrap_or_else(|| panic!("access log without {name}: {event}"))
+    event[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("access log without {name}: {event}"))
 }
 
 /// Enrolled pod -> enrolled pod: connect4 sends the connect to 15001, sockops records the
@@ -64,8 +66,14 @@ fn enrolled_pod_to_pod_goes_through_the_outbound_listener() {
     assert_eq!(field(e, "orig_dst"), format!("{}:8080", b.addr));
     assert!(field(e, "src_addr").starts_with(&format!("{}:", a.addr)));
     assert_eq!(field(e, "result"), "ok");
-    assert!(e["bytes_to_dst"].as_u64().unwrap() > 50, "request bytes counted: {e}");
-    assert!(e["bytes_from_dst"].as_u64().unwrap() > 50, "response bytes counted: {e}");
+    assert!(
+        e["bytes_to_dst"].as_u64().unwrap() > 50,
+        "request bytes counted: {e}"
+    );
+    assert!(
+        e["bytes_from_dst"].as_u64().unwrap() > 50,
+        "response bytes counted: {e}"
+    );
     assert!(e["duration_ms"].as_f64().is_some());
     let mesh = t.node("n1").mesh();
     assert_eq!(mesh.counter("redirect_outbound"), 1);
@@ -93,10 +101,18 @@ fn proxy_connections_are_not_captured_again() {
     let log = mesh.wait_access_log(5);
     std::thread::sleep(Duration::from_millis(300));
     let log_after = mesh.access_log();
-    assert_eq!(log_after.len(), 5, "exactly one access-log line per connection: {log:#?}");
+    assert_eq!(
+        log_after.len(),
+        5,
+        "exactly one access-log line per connection: {log:#?}"
+    );
     assert!(log_after.iter().all(|e| field(e, "listener") == "outbound"));
     assert_eq!(peers.len(), 5, "the server saw one connection per request");
-    assert_eq!(mesh.counter("redirect_inbound"), 0, "the proxy's dial to b was captured");
+    assert_eq!(
+        mesh.counter("redirect_inbound"),
+        0,
+        "the proxy's dial to b was captured"
+    );
     assert_eq!(mesh.counter("redirect_outbound"), 5);
 }
 
@@ -119,7 +135,12 @@ fn non_enrolled_callers_land_on_the_inbound_listener() {
     let url = format!("http://{}:8080/", b.addr);
 
     ok_body(&c.curl(&url));
-    let host = n1.netns.command("curl", &n1.host_cgroup()).args(["-sS", "--max-time", "5", &url]).output().unwrap();
+    let host = n1
+        .netns
+        .command("curl", &n1.host_cgroup())
+        .args(["-sS", "--max-time", "5", &url])
+        .output()
+        .unwrap();
     ok_body(&host);
 
     let log = n1.mesh().wait_access_log(2);
@@ -130,7 +151,10 @@ fn non_enrolled_callers_land_on_the_inbound_listener() {
         assert_eq!(field(e, "dst_workload"), "shop/b");
         assert_eq!(field(e, "result"), "ok");
     }
-    assert!(peers.all().iter().all(|p| p.ip() != c.addr), "c reached b directly");
+    assert!(
+        peers.all().iter().all(|p| p.ip() != c.addr),
+        "c reached b directly"
+    );
     assert_eq!(n1.mesh().counter("redirect_inbound"), 2);
 }
 
@@ -158,7 +182,9 @@ fn bypass_attempts_are_dropped_and_counted() {
     // 1. Raw SYN from the enrolled pod a, with the proxy mark on the socket for good measure.
     let in_segs = b.netns.tcp_counter("InSegs");
     let src = a.addr;
-    a.netns.run(move || raw::send_syn(src, target, Some(MARK))).expect("raw SYN sent");
+    a.netns
+        .run(move || raw::send_syn(src, target, Some(MARK)))
+        .expect("raw SYN sent");
     let dropped = eventually(Duration::from_secs(2), || {
         (n1.mesh().counter("guard_from_pod_drop") >= 1).then_some(())
     });
@@ -167,9 +193,14 @@ fn bypass_attempts_are_dropped_and_counted() {
     assert_eq!(b.netns.tcp_counter("InSegs"), in_segs, "the raw SYN reached b");
 
     // 2. Forged mark from c, a caller outside the node's cgroup (like a remote host).
-    let forged = c.netns.run(move || raw::connect_with_mark(target, MARK, Duration::from_secs(1)));
+    let forged = c
+        .netns
+        .run(move || raw::connect_with_mark(target, MARK, Duration::from_secs(1)));
     assert!(forged.is_err(), "a forged proxy mark got a connection to b");
-    assert!(n1.mesh().counter("guard_to_pod_drop") >= 1, "the to-pod guard did not count it");
+    assert!(
+        n1.mesh().counter("guard_to_pod_drop") >= 1,
+        "the to-pod guard did not count it"
+    );
 
     // 3. Direct connects to the outbound listener: no original destination, so the proxy
     //    resets them. From the captured pod (curl fails, whichever moment the reset lands)...
@@ -183,11 +214,22 @@ fn bypass_attempts_are_dropped_and_counted() {
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.read(&mut [0u8; 16])
     });
-    assert_eq!(read.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
     let log = n1.mesh().wait_access_log(2);
-    assert!(log.iter().all(|e| field(e, "result") == "no_original_destination"), "{log:#?}");
+    assert!(
+        log.iter()
+            .all(|e| field(e, "result") == "no_original_destination"),
+        "{log:#?}"
+    );
 
-    assert!(peers.is_empty(), "some attempt reached the server: {:?}", peers.all());
+    assert!(
+        peers.is_empty(),
+        "some attempt reached the server: {:?}",
+        peers.all()
+    );
 }
 
 /// Restarting the agent keeps the pinned datapath: a connection established through the old
@@ -228,11 +270,19 @@ fn agent_restart_keeps_established_and_new_connections_working() {
         back
     };
     assert_eq!(exchange("before"), "before\n");
-    assert_ne!(echo_peers.all()[0].ip(), a_addr, "the held connection bypassed the proxy");
+    assert_ne!(
+        echo_peers.all()[0].ip(),
+        a_addr,
+        "the held connection bypassed the proxy"
+    );
 
     t.node_mut("n1").mesh_mut().terminate();
     let closed = eventually(Duration::from_secs(5), || {
-        t.node("n1").mesh().log_text().contains("shutting down").then_some(())
+        t.node("n1")
+            .mesh()
+            .log_text()
+            .contains("shutting down")
+            .then_some(())
     });
     assert!(closed.is_some(), "mesh-node did not start shutting down");
 
@@ -240,19 +290,37 @@ fn agent_restart_keeps_established_and_new_connections_working() {
     let out = t.pod("a").curl(&format!("http://{b_addr}:8080/"));
     assert!(!out.status.success(), "connected with no proxy listening");
     assert!(http_peers.is_empty(), "the connect went around the proxy");
-    assert_eq!(exchange("draining"), "draining\n", "the established connection broke");
+    assert_eq!(
+        exchange("draining"),
+        "draining\n",
+        "the established connection broke"
+    );
 
     t.start("n1").unwrap();
-    assert!(t.node("n1").mesh().log_text().contains("kept pinned link"), "links were not reused");
+    assert!(
+        t.node("n1").mesh().log_text().contains("kept pinned link"),
+        "links were not reused"
+    );
     ok_body(&t.pod("a").curl(&format!("http://{b_addr}:8080/")));
     assert_eq!(http_peers.len(), 1);
-    assert_ne!(http_peers.all()[0].ip(), a_addr, "after restart the connect bypassed the proxy");
-    assert_eq!(exchange("after"), "after\n", "the established connection broke after restart");
+    assert_ne!(
+        http_peers.all()[0].ip(),
+        a_addr,
+        "after restart the connect bypassed the proxy"
+    );
+    assert_eq!(
+        exchange("after"),
+        "after\n",
+        "the established connection broke after restart"
+    );
 
     // The old process exits once its last connection is done.
     drop(to_held);
     let _ = held.wait();
-    assert!(t.node_mut("n1").mesh_mut().wait_drained(Duration::from_secs(10)), "the old agent did not finish draining");
+    assert!(
+        t.node_mut("n1").mesh_mut().wait_drained(Duration::from_secs(10)),
+        "the old agent did not finish draining"
+    );
     // Kernel counters live in pinned maps: they survived the restart.
     assert!(t.node("n1").mesh().counter("redirect_outbound") >= 3);
 }
@@ -277,7 +345,10 @@ fn killed_proxy_fails_closed() {
     let out = t.pod("a").curl(&url);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("Couldn't connect") || err.contains("refused"), "expected a refusal: {err}");
+    assert!(
+        err.contains("Couldn't connect") || err.contains("refused"),
+        "expected a refusal: {err}"
+    );
     assert_eq!(peers.len(), 1, "a connect went around the dead proxy");
 
     t.start("n1").unwrap();
@@ -306,29 +377,51 @@ fn unenrolled_pods_are_no_longer_captured() {
     t.set_namespace_enrolled("shop", false).unwrap();
     let unenrolled = eventually(Duration::from_secs(5), || {
         let w = t.node("n1").mesh().admin("/workloads");
-        w["workloads"].as_object().is_some_and(|m| m.is_empty()).then_some(())
+        w["workloads"]
+            .as_object()
+            .is_some_and(|m| m.is_empty())
+            .then_some(())
     });
     assert!(unenrolled.is_some(), "workloads still enrolled");
     let dp = t.node("n1").mesh().admin("/datapath");
     assert_eq!(dp["enrolled_netns"], Value::Array(vec![]), "{dp}");
-    assert!(!dp["links"].to_string().contains("guard-"), "guards still attached: {dp}");
+    assert!(
+        !dp["links"].to_string().contains("guard-"),
+        "guards still attached: {dp}"
+    );
 
     ok_body(&t.pod("a").curl(&url));
-    assert_eq!(peers.all()[1].ip(), a_addr, "a is still captured after unenrollment");
-    assert_eq!(t.node("n1").mesh().access_log().len(), 1, "the proxy saw the direct connection");
+    assert_eq!(
+        peers.all()[1].ip(),
+        a_addr,
+        "a is still captured after unenrollment"
+    );
+    assert_eq!(
+        t.node("n1").mesh().access_log().len(),
+        1,
+        "the proxy saw the direct connection"
+    );
 
-    t.set_pod_label("a", "trellis.dev/mesh", Some("disabled")).unwrap();
+    t.set_pod_label("a", "trellis.dev/mesh", Some("disabled"))
+        .unwrap();
     t.set_namespace_enrolled("shop", true).unwrap();
     let back = eventually(Duration::from_secs(5), || {
         let w = t.node("n1").mesh().admin("/workloads");
         w["workloads"].get("shop/b").is_some().then_some(w)
     })
     .expect("b re-enrolled");
-    assert!(back["workloads"].get("shop/a").is_none(), "opted-out pod enrolled: {back}");
+    assert!(
+        back["workloads"].get("shop/a").is_none(),
+        "opted-out pod enrolled: {back}"
+    );
     assert!(back["skipped"].to_string().contains("opts it out"), "{back}");
     ok_body(&t.pod("a").curl(&url));
     let log = t.node("n1").mesh().wait_access_log(2);
-    assert_eq!(field(&log[1], "listener"), "inbound", "opted-out a is a non-mesh caller of b");
+    assert_eq!(
+        field(&log[1], "listener"),
+        "inbound",
+        "opted-out a is a non-mesh caller of b"
+    );
 }
 
 /// Two nodes: each node's programs act only on its own pods and callers.
@@ -355,17 +448,36 @@ fn programs_act_only_on_their_own_node() {
     ok_body(&t.pod("d").curl(&url));
     let n2_log = t.node("n2").mesh().wait_access_log(1);
     assert_eq!(field(&n2_log[0], "src_workload"), "shop/d");
-    assert_eq!(t.node("n1").mesh().access_log().len(), 0, "n1 saw n2's connection");
+    assert_eq!(
+        t.node("n1").mesh().access_log().len(),
+        0,
+        "n1 saw n2's connection"
+    );
     assert_eq!(t.node("n1").mesh().counter("redirect_outbound"), 0);
 
     let n1 = t.node("n1");
-    let host = n1.netns.command("curl", &n1.host_cgroup()).args(["-sS", "--max-time", "2", &url]).output().unwrap();
+    let host = n1
+        .netns
+        .command("curl", &n1.host_cgroup())
+        .args(["-sS", "--max-time", "2", &url])
+        .output()
+        .unwrap();
     assert!(!host.status.success(), "plaintext from another node reached e");
-    assert_eq!(n1.mesh().counter("redirect_inbound"), 0, "n1 captured a connect to n2's pod");
-    assert!(t.node("n2").mesh().counter("guard_to_pod_drop") >= 1, "n2's guard did not drop it");
+    assert_eq!(
+        n1.mesh().counter("redirect_inbound"),
+        0,
+        "n1 captured a connect to n2's pod"
+    );
+    assert!(
+        t.node("n2").mesh().counter("guard_to_pod_drop") >= 1,
+        "n2's guard did not drop it"
+    );
 
     let out = t.pod("a").curl(&url);
-    assert!(!out.status.success(), "n1's proxy reached n2's pod without a tunnel");
+    assert!(
+        !out.status.success(),
+        "n1's proxy reached n2's pod without a tunnel"
+    );
     let n1_log = n1.mesh().wait_access_log(1);
     assert_eq!(field(&n1_log[0], "src_workload"), "shop/a");
     assert_eq!(field(&n1_log[0], "result"), "upstream_timeout");

@@ -1,1 +1,64 @@
-fn main(){}
+//! `cargo xtask <command>`: the developer entry points.
+//!
+//! - `setup`: install what a fresh machine lacks (idempotent)
+//! - `build`: the eBPF object and every binary
+//! - `test`: setup, lints, unit tests and the network-namespace end-to-end tests
+//! - `demo`: a small mesh on network namespaces, real traffic, what the proxy saw
+
+mod cargo;
+mod demo;
+mod setup;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Trellis developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install the eBPF toolchain (nightly rust-src, LLVM 22, bpf-linker) and mount bpffs.
+    Setup,
+    /// Build the eBPF object and all binaries.
+    Build {
+        /// Optimised binaries.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run setup, fmt and clippy checks, and the whole test suite (needs root).
+    Test {
+        /// Skip `cargo fmt --check` and clippy.
+        #[arg(long)]
+        no_lint: bool,
+        /// Only tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Build, start a mesh on network namespaces, send traffic, show what the proxy saw.
+    Demo {
+        /// Keep the mesh running until Ctrl-C and print how to look around.
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => cargo::build(release),
+        Command::Test { no_lint, filter } => {
+            setup::run()?;
+            if !no_lint {
+                cargo::lint()?;
+            }
+            cargo::test(filter.as_deref())
+        }
+        Command::Demo { keep } => {
+            setup::run()?;
+            cargo::build(false)?;
+            demo::run(keep)
+        }
+    }
+}

@@ -46,9 +46,18 @@ vpod2\t0501010A\t00000000\t0005\t0\t0\t0\tFFFFFFFF\t0\t0\t0
 
     #[test]
     fn longest_connected_prefix_wins() {
-        assert_eq!(pick_interface(TABLE, Ipv4Addr::new(10, 1, 1, 2)).as_deref(), Some("vpod1"));
-        assert_eq!(pick_interface(TABLE, Ipv4Addr::new(10, 1, 1, 5)).as_deref(), Some("vpod2"));
-        assert_eq!(pick_interface(TABLE, Ipv4Addr::new(198, 18, 0, 7)).as_deref(), Some("eth0"));
+        assert_eq!(
+            pick_interface(TABLE, Ipv4Addr::new(10, 1, 1, 2)).as_deref(),
+            Some("vpod1")
+        );
+        assert_eq!(
+            pick_interface(TABLE, Ipv4Addr::new(10, 1, 1, 5)).as_deref(),
+            Some("vpod2")
+        );
+        assert_eq!(
+            pick_interface(TABLE, Ipv4Addr::new(198, 18, 0, 7)).as_deref(),
+            Some("eth0")
+        );
         // Only the default route (via a gateway) matches: not a local pod.
         assert_eq!(pick_interface(TABLE, Ipv4Addr::new(8, 8, 8, 8)), None);
     }

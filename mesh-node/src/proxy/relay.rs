@@ -68,7 +68,9 @@ pub async fn relay(
         tokio::pin!(upwards, downwards, drained);
         let mut up_done = false;
         let mut down_done = false;
-        let idle_check = idle_timeout.min(Duration::from_secs(1)).max(Duration::from_millis(10));
+        let idle_check = idle_timeout
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(10));
         loop {
             if up_done && down_done {
                 break Ending::Closed;
@@ -103,7 +105,11 @@ pub async fn relay(
             reset(&upstream);
         }
     }
-    Outcome { bytes_up: up.into_inner(), bytes_down: down.into_inner(), ending }
+    Outcome {
+        bytes_up: up.into_inner(),
+        bytes_down: down.into_inner(),
+        ending,
+    }
 }
 
 /// Copies one direction; on EOF passes the FIN on (half-close) and returns.
@@ -131,7 +137,10 @@ async fn pump(
 /// Makes the close of `stream` send a RST instead of a FIN (SO_LINGER with a zero timeout),
 /// so the peer learns the connection failed rather than ended.
 pub fn reset(stream: &TcpStream) {
-    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
     // SAFETY: setsockopt on a live socket with a correctly sized value.
     unsafe {
         libc::setsockopt(
@@ -151,9 +160,7 @@ mod tests {
 
     /// client <-> relay <-> server on loopback; returns the client, the server side and the
     /// relay's outcome future.
-    async fn setup(
-        idle: Duration,
-    ) -> (TcpStream, TcpStream, tokio::task::JoinHandle<Outcome>) {
+    async fn setup(idle: Duration) -> (TcpStream, TcpStream, tokio::task::JoinHandle<Outcome>) {
         let server_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let proxy_l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(proxy_l.local_addr().unwrap()).await.unwrap();
@@ -178,7 +185,14 @@ mod tests {
         client.read_to_end(&mut answer).await.unwrap();
         assert_eq!(answer, b"response after FIN");
         let outcome = task.await.unwrap();
-        assert_eq!(outcome, Outcome { bytes_up: 7, bytes_down: 18, ending: Ending::Closed });
+        assert_eq!(
+            outcome,
+            Outcome {
+                bytes_up: 7,
+                bytes_down: 18,
+                ending: Ending::Closed
+            }
+        );
     }
 
     #[tokio::test]
@@ -187,7 +201,10 @@ mod tests {
         reset(&server);
         drop(server);
         let mut buf = [0u8; 8];
-        let err = client.read(&mut buf).await.expect_err("the client must see the reset");
+        let err = client
+            .read(&mut buf)
+            .await
+            .expect_err("the client must see the reset");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
         assert_eq!(task.await.unwrap().ending, Ending::UpstreamReset);
     }
@@ -198,7 +215,10 @@ mod tests {
         reset(&client);
         drop(client);
         let mut buf = [0u8; 8];
-        let err = server.read(&mut buf).await.expect_err("the server must see the reset");
+        let err = server
+            .read(&mut buf)
+            .await
+            .expect_err("the server must see the reset");
         assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
         assert_eq!(task.await.unwrap().ending, Ending::ClientReset);
     }
@@ -208,7 +228,13 @@ mod tests {
         let (mut client, mut server, task) = setup(Duration::from_millis(200)).await;
         assert_eq!(task.await.unwrap().ending, Ending::IdleTimeout);
         let mut buf = [0u8; 8];
-        assert_eq!(client.read(&mut buf).await.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
-        assert_eq!(server.read(&mut buf).await.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+        assert_eq!(
+            client.read(&mut buf).await.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionReset
+        );
+        assert_eq!(
+            server.read(&mut buf).await.unwrap_err().kind(),
+            std::io::ErrorKind::ConnectionReset
+        );
     }
 }

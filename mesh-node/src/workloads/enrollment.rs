@@ -48,12 +48,18 @@ pub struct EnrolledWorkload {
 impl Registry {
     /// The workload whose network namespace has this cookie.
     pub fn by_netns_cookie(&self, cookie: u64) -> Option<&Workload> {
-        self.by_cookie.get(&cookie).and_then(|k| self.workloads.get(k)).map(|e| &e.workload)
+        self.by_cookie
+            .get(&cookie)
+            .and_then(|k| self.workloads.get(k))
+            .map(|e| &e.workload)
     }
 
     /// The enrolled workload with this pod IP.
     pub fn by_ip(&self, ip: Ipv4Addr) -> Option<&Workload> {
-        self.by_ip.get(&ip).and_then(|k| self.workloads.get(k)).map(|e| &e.workload)
+        self.by_ip
+            .get(&ip)
+            .and_then(|k| self.workloads.get(k))
+            .map(|e| &e.workload)
     }
 
     fn insert(&mut self, entry: EnrolledWorkload) {
@@ -81,7 +87,12 @@ pub struct Enroller {
 
 impl Enroller {
     pub fn new(datapath: Arc<Mutex<Datapath>>, registry: Arc<RwLock<Registry>>, node_name: String) -> Self {
-        Self { datapath, registry, node_name, first_pass: true }
+        Self {
+            datapath,
+            registry,
+            node_name,
+            first_pass: true,
+        }
     }
 
     /// One reconcile pass over the directory.
@@ -115,7 +126,10 @@ impl Enroller {
         for workload in &selection.enrolled {
             match resolve(workload) {
                 Ok(dp) => resolved.push((workload, dp)),
-                Err(reason) => failed.push(Skipped { pod: workload.key(), reason }),
+                Err(reason) => failed.push(Skipped {
+                    pod: workload.key(),
+                    reason,
+                }),
             }
         }
 
@@ -133,7 +147,9 @@ impl Enroller {
             .workloads
             .iter()
             .filter(|(key, current)| {
-                !resolved.iter().any(|(w, dp)| &w.key() == *key && **w == current.workload && *dp == current.datapath)
+                !resolved
+                    .iter()
+                    .any(|(w, dp)| &w.key() == *key && **w == current.workload && *dp == current.datapath)
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -159,10 +175,16 @@ impl Enroller {
                         netns_cookie = dp.netns_cookie,
                         "enrolled"
                     );
-                    reg.insert(EnrolledWorkload { workload: workload.clone(), datapath: dp });
+                    reg.insert(EnrolledWorkload {
+                        workload: workload.clone(),
+                        datapath: dp,
+                    });
                     reg.last_change = Some(SystemTime::now());
                 }
-                Err(e) => failed.push(Skipped { pod: workload.key(), reason: e.to_string() }),
+                Err(e) => failed.push(Skipped {
+                    pod: workload.key(),
+                    reason: e.to_string(),
+                }),
             }
         }
         for f in &failed {
@@ -181,9 +203,19 @@ fn resolve(workload: &Workload) -> Result<PodDatapath, String> {
         .map_err(|e| format!("network namespace {}: {e}", workload.netns.display()))?;
     let host_iface = routes::interface_for(workload.ip)
         .map_err(|e| format!("reading the routing table: {e}"))?
-        .ok_or_else(|| format!("no directly connected route to {} on this node: is the pod's veth up?", workload.ip))?;
+        .ok_or_else(|| {
+            format!(
+                "no directly connected route to {} on this node: is the pod's veth up?",
+                workload.ip
+            )
+        })?;
     let host_ifindex = ifindex(&host_iface).ok_or_else(|| format!("interface {host_iface} vanished"))?;
-    Ok(PodDatapath { netns_cookie, ip: workload.ip, host_iface, host_ifindex })
+    Ok(PodDatapath {
+        netns_cookie,
+        ip: workload.ip,
+        host_iface,
+        host_ifindex,
+    })
 }
 
 fn ifindex(name: &str) -> Option<u32> {

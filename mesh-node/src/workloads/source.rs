@@ -17,7 +17,12 @@ pub enum SourceError {
     #[error("reading {}: {message}", path.display())]
     Io { path: PathBuf, message: String },
     #[error("{} document {document}{object}: {message}", path.display())]
-    Invalid { path: PathBuf, document: usize, object: String, message: String },
+    Invalid {
+        path: PathBuf,
+        document: usize,
+        object: String,
+        message: String,
+    },
 }
 
 /// The objects this node understands. Other kinds are accepted and left alone: they belong
@@ -89,7 +94,10 @@ struct PodStatus {
 
 /// Reads every YAML file in `dir` (not recursive), in name order.
 pub fn read_dir(dir: &Path) -> Result<Vec<Object>, SourceError> {
-    let io = |path: &Path, e: std::io::Error| SourceError::Io { path: path.into(), message: e.to_string() };
+    let io = |path: &Path, e: std::io::Error| SourceError::Io {
+        path: path.into(),
+        message: e.to_string(),
+    };
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| io(dir, e))?
         .filter_map(Result::ok)
@@ -116,23 +124,35 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, SourceErr
             object,
             message,
         };
-        let Some(raw) = Option::<RawDoc>::deserialize(doc).map_err(|e| invalid(String::new(), e.to_string()))?
+        let Some(raw) =
+            Option::<RawDoc>::deserialize(doc).map_err(|e| invalid(String::new(), e.to_string()))?
         else {
             continue; // an empty document, e.g. a trailing `---`
         };
-        let kind = raw.kind.ok_or_else(|| invalid(String::new(), "missing field `kind`".into()))?;
+        let kind = raw
+            .kind
+            .ok_or_else(|| invalid(String::new(), "missing field `kind`".into()))?;
         let meta = raw.metadata;
-        let name = meta.name.ok_or_else(|| invalid(format!(" ({kind})"), "missing field `metadata.name`".into()))?;
+        let name = meta
+            .name
+            .ok_or_else(|| invalid(format!(" ({kind})"), "missing field `metadata.name`".into()))?;
         let object = format!(" ({kind} {name})");
         objects.push(match kind.as_str() {
-            "Namespace" => Object::Namespace(Namespace { name, labels: meta.labels }),
+            "Namespace" => Object::Namespace(Namespace {
+                name,
+                labels: meta.labels,
+            }),
             "Pod" => {
                 let ip = raw
                     .status
                     .pod_ip
                     .map(|ip| {
-                        ip.parse::<Ipv4Addr>()
-                            .map_err(|_| invalid(object.clone(), format!("status.podIP {ip:?} is not an IPv4 address")))
+                        ip.parse::<Ipv4Addr>().map_err(|_| {
+                            invalid(
+                                object.clone(),
+                                format!("status.podIP {ip:?} is not an IPv4 address"),
+                            )
+                        })
                     })
                     .transpose()?;
                 let netns = meta.annotations.get(NETNS_ANNOTATION).map(|v| netns_path(v));
@@ -166,7 +186,9 @@ mod tests {
     use super::*;
 
     fn err(text: &str) -> String {
-        parse_documents(Path::new("pods.yaml"), text).unwrap_err().to_string()
+        parse_documents(Path::new("pods.yaml"), text)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -175,16 +197,25 @@ mod tests {
             err("kind: Namespace\nmetadata: {name: a}\n---\nmetadata: {name: b}\n"),
             "pods.yaml document 2: missing field `kind`"
         );
-        assert_eq!(err("kind: Pod\nmetadata: {}\n"), "pods.yaml document 1 (Pod): missing field `metadata.name`");
+        assert_eq!(
+            err("kind: Pod\nmetadata: {}\n"),
+            "pods.yaml document 1 (Pod): missing field `metadata.name`"
+        );
         assert_eq!(
             err("kind: Pod\nmetadata: {name: web}\nstatus: {podIP: 10.1.1.300}\n"),
             "pods.yaml document 1 (Pod web): status.podIP \"10.1.1.300\" is not an IPv4 address"
         );
         let bad_type = err("kind: Pod\nmetadata: {name: web}\nspec: {hostNetwork: maybe}\n");
-        assert!(bad_type.starts_with("pods.yaml document 1: spec.hostNetwork: invalid type"), "{bad_type}");
+        assert!(
+            bad_type.starts_with("pods.yaml document 1: spec.hostNetwork: invalid type"),
+            "{bad_type}"
+        );
         assert!(bad_type.contains("line 3"), "{bad_type}");
         let syntax = err("kind: Pod\nmetadata: {name: web\n");
-        assert!(syntax.starts_with("pods.yaml document 1: ") && syntax.contains("line"), "{syntax}");
+        assert!(
+            syntax.starts_with("pods.yaml document 1: ") && syntax.contains("line"),
+            "{syntax}"
+        );
     }
 
     #[test]
@@ -194,6 +225,12 @@ mod tests {
             "---\nkind: Service\nmetadata: {name: web}\n---\n",
         )
         .unwrap();
-        assert_eq!(objs, [Object::Other { kind: "Service".into(), name: "web".into() }]);
+        assert_eq!(
+            objs,
+            [Object::Other {
+                kind: "Service".into(),
+                name: "web".into()
+            }]
+        );
     }
 }
