@@ -16,6 +16,9 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("mesh-ebpf manifest has no parent directory"))?;
+    // aya-build relays every line the inner cargo prints as a build warning; keep the inner
+    // cargo quiet so only real compiler diagnostics surface.
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),

@@ -45,6 +45,13 @@ pub async fn run(config: Config) -> Result<(), Error> {
         None => cgroup::cgroup2_root()?,
     };
     let proxy_cgroup = cgroup::own_cgroup(&cgroup::cgroup2_root()?)?;
+    if proxy_cgroup == cgroup_root {
+        tracing::warn!(
+            cgroup = %cgroup_root.display(),
+            "mesh-node runs in the cgroup it captures: every process in that exact cgroup is exempt \
+             from capture; run it in a cgroup of its own (a DaemonSet pod has one)"
+        );
+    }
     let settings = Settings {
         bpffs_dir: config.bpffs_dir.clone(),
         cgroup: cgroup_root.clone(),
