@@ -47,45 +47,45 @@ fn bind(ns: &Netns, port: u16) -> TcpListener {
     })
 }
 
-/// An HTTP/1.1 server (hyper) on `port` answering every request with `peer=<addr>`.
-pub fn http(ns: &Netns, port: u16) -> Peers {
+/// Accepts on `port` inside `ns`, records each peer and hands the connection to `handle`.
+fn serve<F, Fut>(ns: &Netns, port: u16, handle: F) -> Peers
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let peers = Peers::default();
     let listener = bind(ns, port);
     let seen = peers.clone();
     ns.spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
             seen.push(peer);
-            tokio::spawn(async move {
-                let service = service_fn(move |_req| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("peer={peer}\n")))))
-                });
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+            tokio::spawn(handle(stream, peer));
         }
     });
     peers
 }
 
+/// An HTTP/1.1 server (hyper) on `port` answering every request with `peer=<addr>`.
+pub fn http(ns: &Netns, port: u16) -> Peers {
+    serve(ns, port, |stream, peer| async move {
+        let service = service_fn(move |_req| async move {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("peer={peer}\n")))))
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+}
+
 /// A line echo server on `port`.
 pub fn echo(ns: &Netns, port: u16) -> Peers {
-    let peers = Peers::default();
-    let listener = bind(ns, port);
-    let seen = peers.clone();
-    ns.spawn(async move {
-        while let Ok((stream, peer)) = listener.accept().await {
-            seen.push(peer);
-            tokio::spawn(async move {
-                let (rd, mut wr) = stream.into_split();
-                let mut lines = BufReader::new(rd).lines();
-                while let Ok(Some(line)) = lines.next_line().await {
-                    if wr.write_all(format!("{line}\n").as_bytes()).await.is_err() {
-                        break;
-                    }
-                }
-            });
+    serve(ns, port, |stream, _| async move {
+        let (rd, mut wr) = stream.into_split();
+        let mut lines = BufReader::new(rd).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if wr.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                break;
+            }
         }
-    });
-    peers
+    })
 }

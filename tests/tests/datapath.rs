@@ -29,6 +29,19 @@ fn peer_ip(p: SocketAddr) -> String {
     p.ip().to_string()
 }
 
+/// One node running mesh-node, enrolled pods `shop/a` and `shop/b`.
+fn enrolled_pair(test: &str) -> Topology {
+    let mut t = Topology::builder(test)
+        .node("n1")
+        .pod("n1", "shop/a")
+        .pod("n1", "shop/b")
+        .enrolled_namespace("shop")
+        .build()
+        .unwrap();
+    t.start_all().unwrap();
+    t
+}
+
 fn field<'a>(event: &'a Value, name: &str) -> &'a str {
     event[name]
         .as_str()
@@ -41,14 +54,7 @@ fn field<'a>(event: &'a Value, name: &str) -> &'a str {
 /// address and there would be no access-log line.
 #[test]
 fn enrolled_pod_to_pod_goes_through_the_outbound_listener() {
-    let mut t = Topology::builder("enrolled_pod_to_pod")
-        .node("n1")
-        .pod("n1", "shop/a")
-        .pod("n1", "shop/b")
-        .enrolled_namespace("shop")
-        .build()
-        .unwrap();
-    t.start_all().unwrap();
+    let mut t = enrolled_pair("enrolled_pod_to_pod");
     let (a, b) = (t.pod("a"), t.pod("b"));
     let peers = servers::http(&b.netns, 8080);
 
@@ -84,14 +90,7 @@ fn enrolled_pod_to_pod_goes_through_the_outbound_listener() {
 /// enrolled pod b would be captured again (to 15006), and again, in a loop.
 #[test]
 fn proxy_connections_are_not_captured_again() {
-    let mut t = Topology::builder("no_redirect_loop")
-        .node("n1")
-        .pod("n1", "shop/a")
-        .pod("n1", "shop/b")
-        .enrolled_namespace("shop")
-        .build()
-        .unwrap();
-    t.start_all().unwrap();
+    let mut t = enrolled_pair("no_redirect_loop");
     let (a, b) = (t.pod("a"), t.pod("b"));
     let peers = servers::http(&b.netns, 8080);
     for _ in 0..5 {
@@ -239,14 +238,7 @@ fn bypass_attempts_are_dropped_and_counted() {
 /// go straight to b.
 #[test]
 fn agent_restart_keeps_established_and_new_connections_working() {
-    let mut t = Topology::builder("agent_restart")
-        .node("n1")
-        .pod("n1", "shop/a")
-        .pod("n1", "shop/b")
-        .enrolled_namespace("shop")
-        .build()
-        .unwrap();
-    t.start_all().unwrap();
+    let mut t = enrolled_pair("agent_restart");
     let (a_addr, b_addr) = (t.pod("a").addr, t.pod("b").addr);
     let echo_peers = servers::echo(&t.pod("b").netns, 7000);
     let http_peers = servers::http(&t.pod("b").netns, 8080);
@@ -329,14 +321,7 @@ fn agent_restart_keeps_established_and_new_connections_working() {
 /// refused, fail closed. Without pinned links the programs would vanish with the process.
 #[test]
 fn killed_proxy_fails_closed() {
-    let mut t = Topology::builder("killed_proxy")
-        .node("n1")
-        .pod("n1", "shop/a")
-        .pod("n1", "shop/b")
-        .enrolled_namespace("shop")
-        .build()
-        .unwrap();
-    t.start_all().unwrap();
+    let mut t = enrolled_pair("killed_proxy");
     let peers = servers::http(&t.pod("b").netns, 8080);
     let url = format!("http://{}:8080/", t.pod("b").addr);
     ok_body(&t.pod("a").curl(&url));
@@ -361,14 +346,7 @@ fn killed_proxy_fails_closed() {
 /// with a pod-level opt-out, a is a non-mesh caller of b again (inbound listener).
 #[test]
 fn unenrolled_pods_are_no_longer_captured() {
-    let mut t = Topology::builder("unenroll")
-        .node("n1")
-        .pod("n1", "shop/a")
-        .pod("n1", "shop/b")
-        .enrolled_namespace("shop")
-        .build()
-        .unwrap();
-    t.start_all().unwrap();
+    let mut t = enrolled_pair("unenroll");
     let peers = servers::http(&t.pod("b").netns, 8080);
     let (a_addr, url) = (t.pod("a").addr, format!("http://{}:8080/", t.pod("b").addr));
     ok_body(&t.pod("a").curl(&url));
