@@ -54,7 +54,7 @@ fn field<'a>(event: &'a Value, name: &str) -> &'a str {
 /// address and there would be no access-log line.
 #[test]
 fn enrolled_pod_to_pod_goes_through_the_outbound_listener() {
-    let mut t = enrolled_pair("enrolled_pod_to_pod");
+    let t = enrolled_pair("enrolled_pod_to_pod");
     let (a, b) = (t.pod("a"), t.pod("b"));
     let peers = servers::http(&b.netns, 8080);
 
@@ -90,7 +90,7 @@ fn enrolled_pod_to_pod_goes_through_the_outbound_listener() {
 /// enrolled pod b would be captured again (to 15006), and again, in a loop.
 #[test]
 fn proxy_connections_are_not_captured_again() {
-    let mut t = enrolled_pair("no_redirect_loop");
+    let t = enrolled_pair("no_redirect_loop");
     let (a, b) = (t.pod("a"), t.pod("b"));
     let peers = servers::http(&b.netns, 8080);
     for _ in 0..5 {
