@@ -3,23 +3,19 @@
 //! Until the control plane lands, the source is a directory of Kubernetes-shaped YAML:
 //! Namespaces (the `trellis.dev/mesh=enabled` label enrolls their pods) and Pods (IP,
 //! service account, node name, labels, and the `trellis.dev/netns` annotation naming the
-//! pod's network namespace). [`source`] reads it, [`select`] decides (a pure function), and
+//! pod's network namespace). `mesh_api::objects` reads it, [`select`] decides (a pure function), and
 //! [`enrollment`] applies the decision to the datapath.
 
 pub mod enrollment;
-pub mod source;
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use serde::Serialize;
 
-pub use source::{Object, SourceError};
+pub use mesh_api::objects::{Object, SourceError, NETNS_ANNOTATION};
 
 /// Namespace label that enrolls every pod in it.
 pub const MESH_LABEL: &str = "trellis.dev/mesh";
-/// Pod annotation naming its network namespace: a name under `/run/netns` or an absolute
-/// path (`/proc/<pid>/ns/net`).
-pub const NETNS_ANNOTATION: &str = "trellis.dev/netns";
 
 /// An enrolled workload: one pod on this node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -122,7 +118,7 @@ mod tests {
     use super::*;
 
     fn objects(yaml: &str) -> Vec<Object> {
-        source::parse_documents(std::path::Path::new("test.yaml"), yaml).unwrap()
+        mesh_api::objects::parse_documents(std::path::Path::new("test.yaml"), yaml).unwrap()
     }
 
     const CLUSTER: &str = r#"

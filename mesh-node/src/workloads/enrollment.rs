@@ -15,7 +15,7 @@ use std::{
 
 use serde::Serialize;
 
-use super::{source, Selection, Skipped, Workload};
+use super::{Selection, Skipped, Workload};
 use crate::datapath::{self, netns, routes, Datapath, PodDatapath};
 
 /// What the proxy and the admin endpoint know about enrolled workloads.
@@ -97,7 +97,7 @@ impl Enroller {
 
     /// One reconcile pass over the directory.
     pub fn pass(&mut self, dir: &Path) {
-        match source::read_dir(dir) {
+        match mesh_api::objects::read_dir(dir) {
             Ok(objects) => {
                 let selection = super::select(&objects, &self.node_name);
                 self.apply(&selection);

@@ -1,0 +1,347 @@
+//! The Kubernetes and Istio objects Trellis reads, from a directory of YAML (standalone) —
+//! every `.yaml`/`.yml` file, several documents per file. A directory with any invalid
+//! document is rejected as a whole (the caller keeps its last good state), and the error
+//! names the file, the document, the object and the field.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use serde::{de::DeserializeOwned, Deserialize};
+
+use crate::peer_authentication::{PeerAuthentication, PeerAuthenticationSpec};
+
+/// Pod annotation naming its network namespace: a name under `/run/netns` or an absolute
+/// path (`/proc/<pid>/ns/net`).
+pub const NETNS_ANNOTATION: &str = "trellis.dev/netns";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SourceError {
+    #[error("reading {}: {message}", path.display())]
+    Io { path: PathBuf, message: String },
+    #[error("{} document {document}{object}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        document: usize,
+        object: String,
+        message: String,
+    },
+}
+
+/// The objects Trellis understands. Other kinds are kept by name so they can be reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    Namespace(Namespace),
+    Pod(Pod),
+    Node(Node),
+    PeerAuthentication(PeerAuthentication),
+    Other { kind: String, name: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub service_account: String,
+    pub node_name: Option<String>,
+    pub host_network: bool,
+    pub ip: Option<Ipv4Addr>,
+    pub netns: Option<PathBuf>,
+}
+
+/// A Kubernetes Node: where its pods' traffic is tunnelled to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    /// `status.addresses[type=InternalIP]`.
+    pub internal_ip: Option<Ipv4Addr>,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Metadata {
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub creation_timestamp: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Doc<Spec, Status> {
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    spec: Spec,
+    #[serde(default)]
+    status: Status,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct PodSpec {
+    service_account_name: Option<String>,
+    node_name: Option<String>,
+    #[serde(default)]
+    host_network: bool,
+}
+
+#[derive(Deserialize, Default)]
+struct PodStatus {
+    #[serde(rename = "podIP")]
+    pod_ip: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+struct NodeStatus {
+    #[serde(default)]
+    addresses: Vec<NodeAddress>,
+}
+
+#[derive(Deserialize)]
+struct NodeAddress {
+    #[serde(rename = "type")]
+    kind: String,
+    address: String,
+}
+
+#[derive(Deserialize, Default)]
+struct Ignored {}
+
+/// Reads every YAML file in `dir` (not recursive), in name order.
+pub fn read_dir(dir: &Path) -> Result<Vec<Object>, SourceError> {
+    let io = |path: &Path, e: std::io::Error| SourceError::Io {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    files.sort();
+    let mut objects = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| io(&file, e))?;
+        objects.extend(parse_documents(&file, &text)?);
+    }
+    Ok(objects)
+}
+
+/// Deserialises with the path of the failing field in the error ("spec.mtls.mode: ...").
+fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        }
+    })
+}
+
+/// Parses the documents of one file. `path` is only used in errors.
+pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, SourceError> {
+    let mut objects = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let document = i + 1;
+        let invalid = |object: String, message: String| SourceError::Invalid {
+            path: path.into(),
+            document,
+            object,
+            message,
+        };
+        // Syntax errors carry their line here.
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| invalid(String::new(), e.to_string()))?;
+        if value.is_null() {
+            continue; // an empty document, e.g. a trailing `---`
+        }
+        let header: Header = typed(value.clone()).map_err(|e| invalid(String::new(), e))?;
+        let kind = header
+            .kind
+            .ok_or_else(|| invalid(String::new(), "missing field `kind`".into()))?;
+        let meta: Doc<Ignored, Ignored> =
+            typed(value.clone()).map_err(|e| invalid(format!(" ({kind})"), e))?;
+        let name = meta
+            .metadata
+            .name
+            .ok_or_else(|| invalid(format!(" ({kind})"), "missing field `metadata.name`".into()))?;
+        let object = format!(" ({kind} {name})");
+        let api_version = header.api_version.unwrap_or_default();
+        objects.push(match kind.as_str() {
+            "Namespace" => {
+                let doc: Doc<Ignored, Ignored> = typed(value).map_err(|e| invalid(object.clone(), e))?;
+                Object::Namespace(Namespace {
+                    name,
+                    labels: doc.metadata.labels,
+                })
+            }
+            "Pod" => {
+                let doc: Doc<PodSpec, PodStatus> = typed(value).map_err(|e| invalid(object.clone(), e))?;
+                let ip = doc
+                    .status
+                    .pod_ip
+                    .map(|ip| {
+                        ip.parse::<Ipv4Addr>().map_err(|_| {
+                            invalid(
+                                object.clone(),
+                                format!("status.podIP {ip:?} is not an IPv4 address"),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                let meta = doc.metadata;
+                let netns = meta.annotations.get(NETNS_ANNOTATION).map(|v| netns_path(v));
+                Object::Pod(Pod {
+                    namespace: meta.namespace.unwrap_or_else(|| "default".into()),
+                    name,
+                    labels: meta.labels,
+                    service_account: doc.spec.service_account_name.unwrap_or_else(|| "default".into()),
+                    node_name: doc.spec.node_name,
+                    host_network: doc.spec.host_network,
+                    ip,
+                    netns,
+                })
+            }
+            "Node" => {
+                let doc: Doc<Ignored, NodeStatus> = typed(value).map_err(|e| invalid(object.clone(), e))?;
+                let internal_ip = doc
+                    .status
+                    .addresses
+                    .iter()
+                    .find(|a| a.kind == "InternalIP")
+                    .map(|a| {
+                        a.address.parse::<Ipv4Addr>().map_err(|_| {
+                            invalid(
+                                object.clone(),
+                                format!("status.addresses InternalIP {:?} is not IPv4", a.address),
+                            )
+                        })
+                    })
+                    .transpose()?;
+                Object::Node(Node { name, internal_ip })
+            }
+            "PeerAuthentication" if api_version.starts_with("security.istio.io/") => {
+                if !matches!(
+                    api_version.as_str(),
+                    "security.istio.io/v1beta1" | "security.istio.io/v1"
+                ) {
+                    return Err(invalid(
+                        object,
+                        format!(
+                            "apiVersion {api_version} is not supported: use security.istio.io/v1 or v1beta1"
+                        ),
+                    ));
+                }
+                let doc: Doc<PeerAuthenticationSpec, Ignored> =
+                    typed(value).map_err(|e| invalid(object.clone(), e))?;
+                let policy = PeerAuthentication {
+                    namespace: doc.metadata.namespace.unwrap_or_else(|| "default".into()),
+                    name,
+                    created: doc.metadata.creation_timestamp,
+                    order: objects.len(),
+                    spec: doc.spec,
+                };
+                policy.validate().map_err(|e| invalid(object.clone(), e))?;
+                Object::PeerAuthentication(policy)
+            }
+            _ => Object::Other { kind, name },
+        });
+    }
+    Ok(objects)
+}
+
+fn netns_path(value: &str) -> PathBuf {
+    if value.starts_with('/') {
+        PathBuf::from(value)
+    } else {
+        Path::new("/run/netns").join(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse_documents(Path::new("pods.yaml"), text)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_file_document_object_and_field() {
+        assert_eq!(
+            err("kind: Namespace\nmetadata: {name: a}\n---\nmetadata: {name: b}\n"),
+            "pods.yaml document 2: missing field `kind`"
+        );
+        assert_eq!(
+            err("kind: Pod\nmetadata: {}\n"),
+            "pods.yaml document 1 (Pod): missing field `metadata.name`"
+        );
+        assert_eq!(
+            err("kind: Pod\nmetadata: {name: web}\nstatus: {podIP: 10.1.1.300}\n"),
+            "pods.yaml document 1 (Pod web): status.podIP \"10.1.1.300\" is not an IPv4 address"
+        );
+        assert_eq!(
+            err("kind: Pod\nmetadata: {name: web}\nspec: {hostNetwork: maybe}\n"),
+            "pods.yaml document 1 (Pod web): spec.hostNetwork: invalid type: string \"maybe\", expected a boolean"
+        );
+        let syntax = err("kind: Pod\nmetadata: {name: web\n");
+        assert!(
+            syntax.starts_with("pods.yaml document 1: ") && syntax.contains("line"),
+            "{syntax}"
+        );
+    }
+
+    #[test]
+    fn nodes_carry_their_internal_address() {
+        let objs = parse_documents(
+            Path::new("n.yaml"),
+            "kind: Node\nmetadata: {name: n2}\nstatus: {addresses: [{type: Hostname, address: n2}, {type: InternalIP, address: 198.18.0.2}]}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            objs,
+            [Object::Node(Node {
+                name: "n2".into(),
+                internal_ip: Some(Ipv4Addr::new(198, 18, 0, 2))
+            })]
+        );
+    }
+
+    #[test]
+    fn other_kinds_and_empty_documents_are_accepted() {
+        let objs = parse_documents(
+            Path::new("x.yaml"),
+            "---\nkind: Service\nmetadata: {name: web}\n---\n",
+        )
+        .unwrap();
+        assert_eq!(
+            objs,
+            [Object::Other {
+                kind: "Service".into(),
+                name: "web".into()
+            }]
+        );
+    }
+}
