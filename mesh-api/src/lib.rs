@@ -1,6 +1,14 @@
 //! What Trellis reads and decides, as plain data and pure functions, shared by the
 //! controller, the node and (later) `mesh-ctl`.
 
+pub mod crypto;
 pub mod identity;
 pub mod objects;
 pub mod peer_authentication;
+pub mod selection;
+
+/// Istio's CA service, `istio.v1.auth.IstioCertificateService` (generated).
+pub mod ca {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("istio.v1.auth");
+}

@@ -1,0 +1,50 @@
+//! The controller's configuration: one struct, every field documented.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Args;
+use serde::Serialize;
+
+#[derive(Args, Debug, Clone, Serialize)]
+pub struct Config {
+    /// Directory of Kubernetes-shaped YAML (Namespaces, Pods): which workloads run on which
+    /// node, i.e. which identities each node may obtain.
+    #[arg(long, env = "TRELLIS_CONFIG_DIR")]
+    pub config_dir: PathBuf,
+
+    /// CA directory, Istio `cacerts` layout: `ca-cert.pem` + `ca-key.pem` sign,
+    /// `root-cert.pem` is the trust bundle (several roots during a rotation),
+    /// `cert-chain.pem` the chain from `ca-cert.pem` up to the root. When the directory has no
+    /// `ca-key.pem`, a self-signed root is generated and written there (standalone).
+    #[arg(long, env = "TRELLIS_CA_DIR")]
+    pub ca_dir: PathBuf,
+
+    /// SPIFFE trust domain of issued identities.
+    #[arg(long, env = "TRELLIS_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// Where the CA service listens (Istio's istiod port).
+    #[arg(long, env = "TRELLIS_CA_ADDR", default_value = "0.0.0.0:15012")]
+    pub listen: SocketAddr,
+
+    /// DNS name in the CA service's serving certificate; nodes verify it.
+    #[arg(long, env = "TRELLIS_CA_SERVER_NAME", default_value = "mesh-controller.trellis-system.svc")]
+    pub server_name: String,
+
+    /// YAML map of node name to bootstrap token (`n1: <token>`): a node proves who it is
+    /// with its token. Tokens must be at least 16 characters.
+    #[arg(long, env = "TRELLIS_NODE_TOKENS")]
+    pub node_tokens: PathBuf,
+
+    /// Workload certificate lifetime when the request asks for none, in seconds (24h).
+    #[arg(long, env = "TRELLIS_CERT_TTL_SECS", default_value_t = 86_400)]
+    pub default_ttl_secs: u64,
+
+    /// Longest lifetime granted, whatever the request asks, in seconds (90 days).
+    #[arg(long, env = "TRELLIS_MAX_CERT_TTL_SECS", default_value_t = 90 * 86_400)]
+    pub max_ttl_secs: u64,
+
+    /// Log format: human text or one JSON object per line.
+    #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}

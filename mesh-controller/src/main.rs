@@ -1,0 +1,30 @@
+//! `mesh-controller`: parse arguments, set up logging, run.
+
+use clap::{Parser, Subcommand};
+use mesh_controller::{app, config::Config};
+
+#[derive(Parser)]
+#[command(version, about = "Trellis controller (certificate authority)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the CA (Istio's CreateCertificate API) on 15012.
+    Run(Config),
+}
+
+fn main() -> anyhow::Result<()> {
+    let Command::Run(config) = Cli::parse().command;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    if config.log_format == "json" {
+        builder.json().flatten_event(true).init();
+    } else {
+        builder.init();
+    }
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(app::run(config))
+}
