@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use serde::Serialize;
 
-use crate::{identity::Identity, objects::Object};
 pub use crate::objects::NETNS_ANNOTATION;
+use crate::{identity::Identity, objects::Object};
 
 /// Namespace label that enrolls every pod in it.
 pub const MESH_LABEL: &str = "trellis.dev/mesh";
@@ -114,6 +114,54 @@ pub fn select(objects: &[Object], node_name: &str) -> Selection {
     selection
 }
 
+/// An enrolled workload anywhere in the cluster, as a destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Endpoint {
+    /// `namespace/name`.
+    pub workload: String,
+    pub identity: Identity,
+    pub node: String,
+    /// The node's InternalIP, where its tunnel listens; `None` without a Node object.
+    pub node_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// Every enrolled workload of the cluster by pod IP: where a node sends traffic for
+/// enrolled pods elsewhere.
+pub fn endpoints(objects: &[Object], trust_domain: &str) -> std::collections::BTreeMap<Ipv4Addr, Endpoint> {
+    let mut nodes: Vec<(&str, Option<Ipv4Addr>)> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Node(n) => Some((n.name.as_str(), n.internal_ip)),
+            _ => None,
+        })
+        .collect();
+    // Pods may name nodes that have no Node object (yet): they still have endpoints.
+    for o in objects {
+        if let Object::Pod(p) = o {
+            if let Some(n) = p.node_name.as_deref() {
+                if !nodes.iter().any(|(name, _)| *name == n) {
+                    nodes.push((n, None));
+                }
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (node, node_ip) in nodes {
+        for w in select(objects, node).enrolled {
+            out.insert(
+                w.ip,
+                Endpoint {
+                    workload: w.key(),
+                    identity: w.identity(trust_domain),
+                    node: node.to_string(),
+                    node_ip,
+                },
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +229,30 @@ spec: {nodeName: node-1}
         assert_eq!(node2.enrolled[0].key(), "shop/db");
         assert_eq!(node2.enrolled[0].service_account, "default");
         assert_eq!(node2.enrolled[0].netns, PathBuf::from("/proc/42/ns/net"));
+    }
+
+    #[test]
+    fn endpoints_span_every_node() {
+        let mut objs = objects(CLUSTER);
+        objs.push(Object::Node(crate::objects::Node {
+            name: "node-2".into(),
+            internal_ip: Some(Ipv4Addr::new(198, 18, 0, 2)),
+        }));
+        let eps = endpoints(&objs, "cluster.local");
+        let db = &eps[&Ipv4Addr::new(10, 2, 1, 2)];
+        assert_eq!(db.workload, "shop/db");
+        assert_eq!(db.node_ip, Some(Ipv4Addr::new(198, 18, 0, 2)));
+        assert_eq!(
+            db.identity.to_string(),
+            "spiffe://cluster.local/ns/shop/sa/default"
+        );
+        let web = &eps[&Ipv4Addr::new(10, 1, 1, 2)];
+        assert_eq!((web.node.as_str(), web.node_ip), ("node-1", None));
+        assert_eq!(
+            eps.len(),
+            2,
+            "opted-out, hostNetwork and pending pods are no endpoints"
+        );
     }
 
     #[test]

@@ -19,12 +19,17 @@ pub struct NodeTokens {
 
 impl NodeTokens {
     pub fn load(path: &Path) -> Result<Self, Error> {
-        let err = |message: String| Error::Tokens { path: path.display().to_string(), message };
+        let err = |message: String| Error::Tokens {
+            path: path.display().to_string(),
+            message,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let by_node: BTreeMap<String, String> =
-            serde_yaml::from_str(&text).map_err(|e| err(format!("expected a YAML map of node name to token: {e}")))?;
+        let by_node: BTreeMap<String, String> = serde_yaml::from_str(&text)
+            .map_err(|e| err(format!("expected a YAML map of node name to token: {e}")))?;
         if let Some((node, _)) = by_node.iter().find(|(_, t)| t.len() < 16) {
-            return Err(err(format!("the token of node {node} is shorter than 16 characters")));
+            return Err(err(format!(
+                "the token of node {node} is shorter than 16 characters"
+            )));
         }
         Ok(Self { by_node })
     }
@@ -49,7 +54,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Why `node` may not hold `identity`, or `Ok` when it may.
-pub fn entitled(objects: &[Object], trust_domain: &str, node: &str, identity: &Identity) -> Result<(), String> {
+pub fn entitled(
+    objects: &[Object],
+    trust_domain: &str,
+    node: &str,
+    identity: &Identity,
+) -> Result<(), String> {
     if identity.trust_domain != trust_domain {
         return Err(format!("{identity} is outside the trust domain {trust_domain}"));
     }
@@ -99,11 +109,15 @@ status: {podIP: 10.1.2.2}
     #[test]
     fn a_node_gets_only_identities_of_its_own_enrolled_pods() {
         assert_eq!(check("n1", "spiffe://cluster.local/ns/shop/sa/web-sa"), Ok(()));
-        assert!(check("n1", "spiffe://cluster.local/ns/shop/sa/db-sa").unwrap_err().contains("node n1 runs no enrolled pod"));
+        assert!(check("n1", "spiffe://cluster.local/ns/shop/sa/db-sa")
+            .unwrap_err()
+            .contains("node n1 runs no enrolled pod"));
         assert!(check("n2", "spiffe://cluster.local/ns/shop/sa/web-sa").is_err());
         // Pods outside the mesh get no identity.
         assert!(check("n1", "spiffe://cluster.local/ns/legacy/sa/old-sa").is_err());
-        assert!(check("n1", "spiffe://evil.org/ns/shop/sa/web-sa").unwrap_err().contains("trust domain"));
+        assert!(check("n1", "spiffe://evil.org/ns/shop/sa/web-sa")
+            .unwrap_err()
+            .contains("trust domain"));
     }
 
     #[test]
@@ -114,7 +128,11 @@ status: {podIP: 10.1.2.2}
         assert_eq!(tokens.node_for("bbbbbbbbbbbbbbbbbbbb"), Some("n2"));
         assert_eq!(tokens.node_for("bbbbbbbbbbbbbbbbbbbX"), None);
         std::fs::write(&path, "n1: short\n").unwrap();
-        assert!(NodeTokens::load(&path).err().unwrap().to_string().contains("shorter than 16"));
+        assert!(NodeTokens::load(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("shorter than 16"));
         let _ = std::fs::remove_file(&path);
     }
 }

@@ -11,8 +11,9 @@ use std::{
 
 use mesh_api::identity::Identity;
 use rcgen::{
-    string::Ia5String, BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    string::Ia5String, BasicConstraints, CertificateParams, CertificateSigningRequestParams,
+    DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    SerialNumber,
 };
 use time::OffsetDateTime;
 
@@ -47,7 +48,12 @@ impl CertificateAuthority {
         if !dir.join("ca-key.pem").exists() {
             fs::create_dir_all(dir).map_err(io(dir.into()))?;
             let (cert, key) = generate_root("Trellis root CA")?;
-            for (name, pem) in [("ca-cert.pem", &cert), ("ca-key.pem", &key), ("root-cert.pem", &cert), ("cert-chain.pem", &cert)] {
+            for (name, pem) in [
+                ("ca-cert.pem", &cert),
+                ("ca-key.pem", &key),
+                ("root-cert.pem", &cert),
+                ("cert-chain.pem", &cert),
+            ] {
                 write_private(&dir.join(name), pem).map_err(io(dir.join(name)))?;
             }
             tracing::info!(dir = %dir.display(), "generated a self-signed root CA");
@@ -55,9 +61,13 @@ impl CertificateAuthority {
         let read = |name: &str| fs::read_to_string(dir.join(name)).map_err(io(dir.join(name)));
         let [cert, key, roots, chain] = FILES.map(read);
         let (cert, key, roots) = (cert?, key?, roots?);
-        let material = |message: String| Error::Material { dir: dir.into(), message };
+        let material = |message: String| Error::Material {
+            dir: dir.into(),
+            message,
+        };
         let key = KeyPair::from_pem(&key).map_err(|e| material(format!("ca-key.pem: {e}")))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(|e| material(format!("ca-cert.pem: {e}")))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert, key).map_err(|e| material(format!("ca-cert.pem: {e}")))?;
         // cert-chain.pem runs from ca-cert.pem to the root; what lies between is sent along.
         let chain = chain.unwrap_or_default();
         let mut intermediates: Vec<String> = split_pem(&chain);
@@ -66,20 +76,31 @@ impl CertificateAuthority {
             return Err(material("root-cert.pem holds no certificate".into()));
         }
         intermediates.retain(|c| !root_set.contains(c));
-        Ok(Self { issuer, intermediates, root_bundle: roots })
+        Ok(Self {
+            issuer,
+            intermediates,
+            root_bundle: roots,
+        })
     }
 
     /// Issues a certificate for `identity` to the key in `csr_pem`, valid for `ttl`.
     /// Returns the chain as Istio does: leaf, intermediates, root bundle.
     pub fn sign(&self, csr_pem: &str, identity: &Identity, ttl: Duration) -> Result<Vec<String>, Error> {
-        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| Error::Csr(e.to_string()))?;
+        let csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| Error::Csr(e.to_string()))?;
         let mut leaf = CertificateParams::default();
         leaf.distinguished_name = DistinguishedName::new();
         let uri = Ia5String::try_from(identity.to_string()).map_err(|e| Error::Csr(e.to_string()))?;
         leaf.subject_alt_names = vec![SanType::URI(uri)];
         leaf.is_ca = IsCa::ExplicitNoCa;
-        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        leaf.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         leaf.use_authority_key_identifier_extension = true;
         let now = OffsetDateTime::now_utc();
         // A minute of backdating absorbs clock skew between nodes.
@@ -120,9 +141,15 @@ pub fn generate_root(common_name: &str) -> Result<(String, String), Error> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, common_name);
-    params.distinguished_name.push(DnType::OrganizationName, "Trellis");
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Trellis");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     let now = OffsetDateTime::now_utc();
     params.not_before = now - time::Duration::minutes(5);
     params.not_after = now + time::Duration::days(3650);
@@ -134,7 +161,9 @@ pub fn generate_root(common_name: &str) -> Result<(String, String), Error> {
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     // The process-wide provider's RNG; positive serial (top bit clear), RFC 5280 size.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().secure_random.fill(&mut bytes);
+    let _ = rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes);
     bytes[0] &= 0x7f;
     SerialNumber::from_slice(&bytes)
 }
@@ -150,9 +179,14 @@ pub fn split_pem(bundle: &str) -> Vec<String> {
 }
 
 fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
     use std::io::Write as _;
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(contents.as_bytes())
 }
 
@@ -175,7 +209,13 @@ mod tests {
         let _ = fs::remove_dir_all(&dir);
         let ca = CertificateAuthority::load_or_generate(&dir).unwrap();
         let id = Identity::new("cluster.local", "shop", "web-sa");
-        let chain = ca.sign(&csr_for("spiffe://cluster.local/ns/kube-system/sa/admin"), &id, Duration::from_secs(600)).unwrap();
+        let chain = ca
+            .sign(
+                &csr_for("spiffe://cluster.local/ns/kube-system/sa/admin"),
+                &id,
+                Duration::from_secs(600),
+            )
+            .unwrap();
         assert_eq!(chain.len(), 2, "leaf + root bundle");
         let der = rustls::pki_types::pem::PemObject::from_pem_slice(chain[0].as_bytes())
             .map(|d: rustls::pki_types::CertificateDer<'static>| d.to_vec())
@@ -204,7 +244,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("trellis-ca-test2-{}", std::process::id()));
         let ca = CertificateAuthority::load_or_generate(&dir).unwrap();
         let id = Identity::new("cluster.local", "shop", "web-sa");
-        assert!(matches!(ca.sign("not a csr", &id, Duration::from_secs(60)), Err(Error::Csr(_))));
+        assert!(matches!(
+            ca.sign("not a csr", &id, Duration::from_secs(60)),
+            Err(Error::Csr(_))
+        ));
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -28,7 +28,11 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// DNS name in the CA service's serving certificate; nodes verify it.
-    #[arg(long, env = "TRELLIS_CA_SERVER_NAME", default_value = "mesh-controller.trellis-system.svc")]
+    #[arg(
+        long,
+        env = "TRELLIS_CA_SERVER_NAME",
+        default_value = "mesh-controller.trellis-system.svc"
+    )]
     pub server_name: String,
 
     /// YAML map of node name to bootstrap token (`n1: <token>`): a node proves who it is

@@ -20,11 +20,16 @@ fn main() -> anyhow::Result<()> {
     let Command::Run(config) = Cli::parse().command;
     let filter = tracing_subscriber::EnvFilter::try_from_env("TRELLIS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     if config.log_format == "json" {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(app::run(config))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(app::run(config))
 }

@@ -7,7 +7,10 @@ use std::{
 };
 
 use mesh_api::{
-    ca::{istio_certificate_service_server::IstioCertificateService, IstioCertificateRequest, IstioCertificateResponse},
+    ca::{
+        istio_certificate_service_server::IstioCertificateService, IstioCertificateRequest,
+        IstioCertificateResponse,
+    },
     identity::Identity,
     objects::Object,
 };
@@ -43,7 +46,9 @@ impl IstioCertificateService for CaService {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("missing `authorization: Bearer <node token>` metadata"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("missing `authorization: Bearer <node token>` metadata")
+            })?;
         let node = self
             .tokens
             .node_for(token)
@@ -62,7 +67,10 @@ impl IstioCertificateService for CaService {
             Ok(0) | Err(_) => self.default_ttl,
             Ok(secs) => Duration::from_secs(secs).min(self.max_ttl),
         };
-        let chain = self.ca.sign(&req.csr, &identity, ttl).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let chain = self
+            .ca
+            .sign(&req.csr, &identity, ttl)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
         tracing::info!(%node, %identity, ttl_secs = ttl.as_secs(), "certificate issued");
         Ok(Response::new(IstioCertificateResponse { cert_chain: chain }))
     }
@@ -82,7 +90,9 @@ fn requested_identity(csr_pem: &str) -> Result<Identity, Status> {
         })
         .collect();
     match uris.as_slice() {
-        [one] => one.parse().map_err(|e: mesh_api::identity::InvalidIdentity| Status::invalid_argument(e.to_string())),
+        [one] => one
+            .parse()
+            .map_err(|e: mesh_api::identity::InvalidIdentity| Status::invalid_argument(e.to_string())),
         _ => Err(Status::invalid_argument(format!(
             "the CSR must carry exactly one URI SAN (the SPIFFE ID), it has {}",
             uris.len()

@@ -5,6 +5,7 @@
 //! - `/workloads`: enrolled, failed and skipped pods, and the config directory's last error
 //! - `/datapath`: live kernel map contents, counters and pinned links
 //! - `/stats`: proxy and kernel counters
+//! - `/certs`: workload certificates, trust bundle, CA reachability, TLS counters
 
 use std::{
     convert::Infallible,
@@ -31,6 +32,7 @@ pub struct AdminState {
     pub datapath: Arc<Mutex<Datapath>>,
     pub orig_dst: Arc<OrigDstTable>,
     pub stats: Arc<ProxyStats>,
+    pub identities: Option<Arc<crate::identity::IdentityManager>>,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {

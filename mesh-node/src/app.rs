@@ -20,8 +20,9 @@ use tokio::{
 use crate::{
     admin::{self, AdminState},
     config::Config,
-    datapath::{self, cgroup, Datapath, Settings},
-    proxy::{Listener, Proxy},
+    datapath::{self, cgroup, netns, Datapath, Settings},
+    identity::{CaSettings, IdentityManager},
+    proxy::{tunnel::TunnelClient, Listener, MeshSecurity, Proxy},
     workloads::enrollment::{Enroller, Registry},
 };
 
@@ -37,6 +38,10 @@ pub enum Error {
     },
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::Error),
+    #[error("reading this node's network namespace cookie: {0}")]
+    Netns(std::io::Error),
 }
 
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -94,7 +99,21 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let (drained_tx, drained_rx) = watch::channel(false);
     let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
 
-    let proxy = Arc::new(Proxy::new(
+    let identities = match (&config.ca_addr, &config.ca_root, &config.ca_token_file) {
+        (Some(addr), Some(root), Some(token)) => Some(Arc::new(IdentityManager::new(CaSettings {
+            addr: *addr,
+            server_name: config.ca_server_name.clone(),
+            root_file: root.clone(),
+            token_file: token.clone(),
+            trust_domain: config.trust_domain.clone(),
+            ttl: config.cert_ttl(),
+        })?)),
+        _ => {
+            tracing::warn!("no CA configured (--ca-addr): no workload identities, no tunnel, PeerAuthentication not enforced");
+            None
+        }
+    };
+    let mut proxy = Proxy::new(
         config.node_ip,
         [config.outbound_port, config.inbound_port],
         config.proxy_mark,
@@ -102,7 +121,22 @@ pub async fn run(config: Config) -> Result<(), Error> {
         config.idle_timeout(),
         orig_dst.clone(),
         registry.clone(),
-    ));
+    );
+    if let Some(ids) = &identities {
+        proxy.mesh = Some(MeshSecurity {
+            identities: ids.clone(),
+            tunnel: TunnelClient::new(
+                ids.clone(),
+                config.tunnel_port,
+                config.proxy_mark,
+                config.connect_timeout(),
+            ),
+            root_namespace: config.root_namespace.clone(),
+            exempt_node: config.strict_exempt_node,
+            node_netns_cookie: netns::own_cookie().map_err(Error::Netns)?,
+        });
+    }
+    let proxy = Arc::new(proxy);
     let serving = [
         tokio::spawn(proxy.clone().serve(
             outbound,
@@ -119,6 +153,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
             active_tx.clone(),
         )),
     ];
+    let mut serving = Vec::from(serving);
+    if let Some(ids) = &identities {
+        mesh_api::crypto::install_default();
+        let tunnel = bind("tunnel listener", config.tunnel_port).await?;
+        serving.push(tokio::spawn(proxy.clone().serve_tunnel(
+            tunnel,
+            ids.clone(),
+            shutdown_rx.clone(),
+            active_tx.clone(),
+        )));
+        tokio::spawn(ids.clone().run(shutdown_rx.clone()));
+    }
     drop(active_tx);
 
     let admin_state = Arc::new(AdminState {
@@ -127,11 +173,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
         datapath: datapath.clone(),
         orig_dst,
         stats: proxy.stats.clone(),
+        identities: identities.clone(),
     });
     tokio::spawn(admin::serve(admin_listener, admin_state, shutdown_rx.clone()));
 
     let enrollment = {
-        let mut enroller = Enroller::new(datapath.clone(), registry.clone(), config.node_name.clone());
+        let mut enroller = Enroller::new(
+            datapath.clone(),
+            registry.clone(),
+            config.node_name.clone(),
+            config.trust_domain.clone(),
+            identities.clone(),
+        );
         let dir = config.config_dir.clone();
         let interval = config.poll_interval();
         let mut shutdown = shutdown_rx.clone();

@@ -71,6 +71,52 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     pub drain_timeout_secs: u64,
 
+    /// SPIFFE trust domain of workload identities.
+    #[arg(long, env = "TRELLIS_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// The controller's CA service (host:port). Without it the node holds no identities:
+    /// no tunnel, no mTLS, and PeerAuthentication is not enforced.
+    #[arg(long, env = "TRELLIS_CA_ADDR", requires_all = ["ca_root", "ca_token_file"])]
+    pub ca_addr: Option<std::net::SocketAddr>,
+
+    /// DNS name in the CA service's certificate.
+    #[arg(
+        long,
+        env = "TRELLIS_CA_SERVER_NAME",
+        default_value = "mesh-controller.trellis-system.svc"
+    )]
+    pub ca_server_name: String,
+
+    /// PEM bundle of the mesh's root(s), to trust the CA service before the first response.
+    #[arg(long, env = "TRELLIS_CA_ROOT")]
+    pub ca_root: Option<PathBuf>,
+
+    /// File holding this node's bootstrap token for the CA.
+    #[arg(long, env = "TRELLIS_CA_TOKEN_FILE")]
+    #[serde(skip_serializing)]
+    pub ca_token_file: Option<PathBuf>,
+
+    /// Lifetime of workload certificates asked from the CA, in seconds; they are renewed at
+    /// about half of it.
+    #[arg(long, env = "TRELLIS_CERT_TTL_SECS", default_value_t = 86_400)]
+    pub cert_ttl_secs: u64,
+
+    /// Node-to-node tunnel port (Istio's HBONE port).
+    #[arg(long, env = "TRELLIS_TUNNEL_PORT", default_value_t = 15_008)]
+    pub tunnel_port: u16,
+
+    /// Istio's root namespace: PeerAuthentications there without a selector are mesh-wide.
+    #[arg(long, env = "TRELLIS_ROOT_NAMESPACE", default_value = "istio-system")]
+    pub root_namespace: String,
+
+    /// Let processes in the node's own network namespace (kubelet health probes, node
+    /// agents) reach enrolled pods in plaintext even under STRICT, as Istio's probe rewrite
+    /// and ambient's node-address exemption do. Non-mesh pods and other hosts are never
+    /// exempt. `--strict-exempt-node=false` turns it off.
+    #[arg(long, env = "TRELLIS_STRICT_EXEMPT_NODE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub strict_exempt_node: bool,
+
     /// Log format: human text or one JSON object per line.
     #[arg(long, env = "TRELLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -85,6 +131,9 @@ impl Config {
     }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs(self.idle_timeout_secs)
+    }
+    pub fn cert_ttl(&self) -> Duration {
+        Duration::from_secs(self.cert_ttl_secs)
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)

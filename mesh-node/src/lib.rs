@@ -4,5 +4,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod datapath;
+pub mod identity;
 pub mod proxy;
+pub mod tls;
 pub mod workloads;

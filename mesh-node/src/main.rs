@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Load the datapath, enroll this node's pods and run the proxy.
-    Run(Config),
+    Run(Box<Config>),
     /// Detach the kernel programs and remove everything pinned under the bpffs directory.
     Uninstall {
         /// The bpffs directory `run` used.
@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run(config) => {
             init_logging(config.log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            runtime.block_on(app::run(config))?;
+            runtime.block_on(app::run(*config))?;
         }
         Command::Uninstall { bpffs_dir } => {
             init_logging(LogFormat::Text);

@@ -7,6 +7,8 @@
 //! `access`) when it ends.
 
 pub mod relay;
+pub mod tunnel;
+mod tunnel_listener;
 
 use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
@@ -26,7 +28,9 @@ use tokio::{
 };
 use tracing::Instrument as _;
 
-use crate::{datapath::OrigDstTable, workloads::enrollment::Registry};
+use mesh_api::peer_authentication::{effective_mode, Target};
+
+use crate::{datapath::OrigDstTable, identity::IdentityManager, workloads::enrollment::Registry};
 
 /// Which listener accepted a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -34,6 +38,7 @@ use crate::{datapath::OrigDstTable, workloads::enrollment::Registry};
 pub enum Listener {
     Outbound,
     Inbound,
+    Tunnel,
 }
 
 impl Listener {
@@ -41,13 +46,14 @@ impl Listener {
         match self {
             Self::Outbound => "outbound",
             Self::Inbound => "inbound",
+            Self::Tunnel => "tunnel",
         }
     }
 
     fn expected_direction(self) -> u8 {
         match self {
             Self::Outbound => DIRECTION_OUTBOUND,
-            Self::Inbound => DIRECTION_INBOUND,
+            Self::Inbound | Self::Tunnel => DIRECTION_INBOUND,
         }
     }
 }
@@ -69,6 +75,16 @@ pub enum ConnResult {
     UpstreamUnreachable,
     /// Connecting to the destination took longer than the connect timeout.
     UpstreamTimeout,
+    /// PeerAuthentication requires mTLS for this destination and port: plaintext refused.
+    DeniedPlaintext,
+    /// The source workload has no certificate yet, so no tunnel can be opened.
+    NoCertificate,
+    /// The tunnel to the destination node failed (connect, handshake, or CONNECT refused).
+    TunnelFailed,
+    /// A tunnel stream named a pod that is not an enrolled workload of this node.
+    NotLocal,
+    /// A tunnel stream named a pod whose identity is not the one the connection verified.
+    IdentityMismatch,
 }
 
 impl ConnResult {
@@ -84,6 +100,11 @@ impl ConnResult {
             Self::Loop => "loop_refused",
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
+            Self::DeniedPlaintext => "denied_plaintext",
+            Self::NoCertificate => "no_certificate",
+            Self::TunnelFailed => "tunnel_failed",
+            Self::NotLocal => "not_local",
+            Self::IdentityMismatch => "identity_mismatch",
         }
     }
 }
@@ -109,7 +130,21 @@ pub struct Proxy {
     pub orig_dst: Arc<OrigDstTable>,
     pub registry: Arc<RwLock<Registry>>,
     pub stats: Arc<ProxyStats>,
+    pub mesh: Option<MeshSecurity>,
     next_id: AtomicU64,
+}
+
+/// What the proxy needs for identities, tunnels and PeerAuthentication.
+pub struct MeshSecurity {
+    pub identities: Arc<IdentityManager>,
+    pub tunnel: tunnel::TunnelClient,
+    /// Istio's root namespace, where mesh-wide policies live.
+    pub root_namespace: String,
+    /// Whether callers in the node's own network namespace (kubelet probes, node agents)
+    /// may use plaintext under STRICT.
+    pub exempt_node: bool,
+    /// The node's own network namespace cookie.
+    pub node_netns_cookie: u64,
 }
 
 impl Proxy {
@@ -132,8 +167,19 @@ impl Proxy {
             orig_dst,
             registry,
             stats: Arc::default(),
+            mesh: None,
             next_id: AtomicU64::new(1),
         }
+    }
+
+    fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn trust_domain(&self) -> &str {
+        self.mesh
+            .as_ref()
+            .map_or("cluster.local", |m| m.identities.trust_domain())
     }
 
     /// Accepts until `shutdown` flips, then returns; each connection task holds a clone of
@@ -194,16 +240,26 @@ impl Proxy {
             _ => None,
         };
         let mut log = AccessLog {
-            kind,
-            peer,
+            kind: Some(kind),
+            peer: Some(peer),
             orig,
-            src: None,
-            dst: None,
+            ..AccessLog::default()
         };
         if let Some(o) = orig {
-            let reg = self.registry.read().unwrap_or_else(|p| p.into_inner());
-            log.src = reg.by_netns_cookie(o.src_netns_cookie).map(|w| w.key());
-            log.dst = reg.by_ip(Ipv4Addr::from(u32::from_be(o.dst_ip))).map(|w| w.key());
+            let reg = self.registry();
+            let td = self.trust_domain();
+            if let Some(w) = reg.by_netns_cookie(o.src_netns_cookie) {
+                log.src = Some(w.key());
+                log.src_identity = Some(w.identity(td).to_string());
+            }
+            let dst_ip = Ipv4Addr::from(u32::from_be(o.dst_ip));
+            if let Some(w) = reg.by_ip(dst_ip) {
+                log.dst = Some(w.key());
+                log.dst_identity = Some(w.identity(td).to_string());
+            } else if let Some(r) = reg.remote(dst_ip) {
+                log.dst = Some(r.key.clone());
+                log.dst_identity = Some(r.identity.to_string());
+            }
         }
         let result = match orig {
             None => ConnResult::NoOriginalDestination,
@@ -213,22 +269,12 @@ impl Proxy {
                 if *dst.ip() == self.node_ip && self.ports.contains(&dst.port()) {
                     ConnResult::Loop
                 } else {
-                    match self.connect(dst).await {
-                        Ok(upstream) => {
-                            let outcome = relay::relay(client, upstream, self.idle_timeout, drained).await;
-                            self.stats.bytes_up.fetch_add(outcome.bytes_up, Ordering::Relaxed);
-                            self.stats
-                                .bytes_down
-                                .fetch_add(outcome.bytes_down, Ordering::Relaxed);
-                            self.stats.relayed.fetch_add(1, Ordering::Relaxed);
-                            self.stats.active.fetch_sub(1, Ordering::Relaxed);
-                            log.emit(
-                                ConnResult::Relayed(outcome.ending),
-                                outcome.bytes_up,
-                                outcome.bytes_down,
-                                started,
-                            );
-                            return;
+                    match self.open_upstream(kind, &o, dst, &mut log).await {
+                        Ok(Upstream::Direct(upstream)) => {
+                            return self.finish(client, upstream, drained, log, started).await;
+                        }
+                        Ok(Upstream::Tunnel(upstream)) => {
+                            return self.finish(client, upstream, drained, log, started).await;
                         }
                         Err(r) => r,
                     }
@@ -242,7 +288,101 @@ impl Proxy {
         log.emit(result, 0, 0, started);
     }
 
-    async fn connect(&self, dst: SocketAddrV4) -> Result<TcpStream, ConnResult> {
+    async fn finish<U: relay::Side>(
+        &self,
+        client: TcpStream,
+        upstream: U,
+        drained: impl std::future::Future<Output = ()>,
+        log: AccessLog,
+        started: Instant,
+    ) {
+        let outcome = relay::relay(client, upstream, self.idle_timeout, drained).await;
+        self.stats.bytes_up.fetch_add(outcome.bytes_up, Ordering::Relaxed);
+        self.stats
+            .bytes_down
+            .fetch_add(outcome.bytes_down, Ordering::Relaxed);
+        self.stats.relayed.fetch_add(1, Ordering::Relaxed);
+        self.stats.active.fetch_sub(1, Ordering::Relaxed);
+        log.emit(
+            ConnResult::Relayed(outcome.ending),
+            outcome.bytes_up,
+            outcome.bytes_down,
+            started,
+        );
+    }
+
+    /// Where a captured connection goes: a local pod or a non-mesh destination directly
+    /// (with the mark), an enrolled pod on another node through the tunnel. Plaintext
+    /// callers (15006) are first checked against PeerAuthentication.
+    async fn open_upstream(
+        &self,
+        kind: Listener,
+        orig: &OrigDst,
+        dst: SocketAddrV4,
+        log: &mut AccessLog,
+    ) -> Result<Upstream, ConnResult> {
+        if kind == Listener::Inbound {
+            self.admit_plaintext(orig, dst, log)?;
+        }
+        let remote = {
+            let reg = self.registry();
+            let src = reg
+                .by_netns_cookie(orig.src_netns_cookie)
+                .map(|w| w.identity(self.trust_domain()));
+            reg.remote(*dst.ip())
+                .map(|r| (src, r.node_ip, r.identity.clone()))
+        };
+        match (kind, remote, &self.mesh) {
+            (Listener::Outbound, Some((Some(src), node, dst_identity)), Some(mesh)) => {
+                match mesh.tunnel.open(&src, node, &dst_identity, dst).await {
+                    Ok(stream) => Ok(Upstream::Tunnel(stream)),
+                    Err(tunnel::TunnelError::NoCertificate(_)) => Err(ConnResult::NoCertificate),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "tunnel failed");
+                        Err(ConnResult::TunnelFailed)
+                    }
+                }
+            }
+            _ => self.connect(dst).await.map(Upstream::Direct),
+        }
+    }
+
+    /// PeerAuthentication for a plaintext caller of a local workload.
+    fn admit_plaintext(
+        &self,
+        orig: &OrigDst,
+        dst: SocketAddrV4,
+        log: &mut AccessLog,
+    ) -> Result<(), ConnResult> {
+        let Some(mesh) = &self.mesh else { return Ok(()) };
+        let reg = self.registry();
+        let Some(w) = reg.by_ip(*dst.ip()) else {
+            return Ok(());
+        };
+        let decision = effective_mode(
+            reg.peer_authentications(),
+            &mesh.root_namespace,
+            &Target {
+                namespace: &w.namespace,
+                labels: &w.labels,
+                port: dst.port(),
+            },
+        );
+        let policy = decision.policy.as_deref().unwrap_or("built-in default");
+        let mut authn = format!("{:?} ({} scope, {policy})", decision.mode, decision.scope).to_uppercase();
+        let verdict = if decision.mode.allows_plaintext() {
+            Ok(())
+        } else if mesh.exempt_node && orig.src_netns_cookie == mesh.node_netns_cookie {
+            authn.push_str("; NODE-LOCAL CALLER EXEMPT");
+            Ok(())
+        } else {
+            Err(ConnResult::DeniedPlaintext)
+        };
+        log.authn = Some(authn);
+        verdict
+    }
+
+    pub(crate) async fn connect(&self, dst: SocketAddrV4) -> Result<TcpStream, ConnResult> {
         let socket = TcpSocket::new_v4().map_err(|_| ConnResult::UpstreamUnreachable)?;
         set_mark(&socket, self.mark).map_err(|e| {
             tracing::error!(error = %e, "setting SO_MARK needs CAP_NET_ADMIN");
@@ -277,7 +417,7 @@ fn orig_socket_addr(o: &OrigDst) -> SocketAddrV4 {
     SocketAddrV4::new(Ipv4Addr::from(u32::from_be(o.dst_ip)), u16::from_be(o.dst_port))
 }
 
-fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
+pub(crate) fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
     // SAFETY: setsockopt on a live socket with a u32 value.
     let ret = unsafe {
         libc::setsockopt(
@@ -295,30 +435,56 @@ fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
     }
 }
 
+enum Upstream {
+    Direct(TcpStream),
+    Tunnel(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>),
+}
+
 /// The fields of one access-log line.
+#[derive(Default)]
 struct AccessLog {
-    kind: Listener,
-    peer: SocketAddr,
+    kind: Option<Listener>,
+    peer: Option<SocketAddr>,
     orig: Option<OrigDst>,
+    /// For tunnel streams, which carry no kernel entry.
+    target: Option<SocketAddrV4>,
     src: Option<String>,
+    src_identity: Option<String>,
     dst: Option<String>,
+    dst_identity: Option<String>,
+    /// The PeerAuthentication decision, for plaintext callers.
+    authn: Option<String>,
 }
 
 impl AccessLog {
+    fn tunnel(peer: SocketAddr, target: SocketAddrV4, peer_identity: &mesh_api::identity::Identity) -> Self {
+        Self {
+            kind: Some(Listener::Tunnel),
+            peer: Some(peer),
+            target: Some(target),
+            src_identity: Some(peer_identity.to_string()),
+            ..Self::default()
+        }
+    }
+
     fn emit(self, result: ConnResult, bytes_up: u64, bytes_down: u64, started: Instant) {
         let orig_dst = self
             .orig
-            .map(|o| orig_socket_addr(&o).to_string())
-            .unwrap_or_else(|| "-".into());
-        let src_netns = self.orig.map(|o| o.src_netns_cookie).unwrap_or(0);
+            .map(|o| orig_socket_addr(&o))
+            .or(self.target)
+            .map_or_else(|| "-".to_string(), |a| a.to_string());
+        let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         tracing::info!(
             target: "access",
-            listener = self.kind.name(),
-            src_addr = %self.peer,
-            src_workload = self.src.as_deref().unwrap_or("-"),
-            src_netns_cookie = src_netns,
+            listener = self.kind.map_or("-", Listener::name),
+            src_addr = %self.peer.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            src_workload = %dash(&self.src),
+            src_identity = %dash(&self.src_identity),
+            src_netns_cookie = self.orig.map(|o| o.src_netns_cookie).unwrap_or(0),
             orig_dst = %orig_dst,
-            dst_workload = self.dst.as_deref().unwrap_or("-"),
+            dst_workload = %dash(&self.dst),
+            dst_identity = %dash(&self.dst_identity),
+            authn = %dash(&self.authn),
             bytes_to_dst = bytes_up,
             bytes_from_dst = bytes_down,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -10,10 +10,28 @@ use std::{
 
 use serde::Serialize;
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
     time::Instant,
 };
+
+/// One side of a relay: a TCP connection, or a tunnel stream.
+pub trait Side: AsyncRead + AsyncWrite + Unpin {
+    /// Makes the close of this side an abort (a TCP RST, an HTTP/2 stream reset) rather
+    /// than an orderly end.
+    fn abort(&self);
+}
+
+impl Side for TcpStream {
+    fn abort(&self) {
+        reset(self);
+    }
+}
+
+/// A tunnel stream: dropping it without a shutdown resets the HTTP/2 stream.
+impl Side for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
+    fn abort(&self) {}
+}
 
 /// How a relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,9 +66,9 @@ enum Failure {
 
 /// Relays until both directions finished, one side failed, the connection idled out, or
 /// `drained` resolves.
-pub async fn relay(
-    mut client: TcpStream,
-    mut upstream: TcpStream,
+pub async fn relay<C: Side, U: Side>(
+    mut client: C,
+    mut upstream: U,
     idle_timeout: Duration,
     drained: impl std::future::Future<Output = ()>,
 ) -> Outcome {
@@ -61,8 +79,8 @@ pub async fn relay(
     let last_activity = AtomicU64::new(0);
 
     let ending = {
-        let (mut client_rd, mut client_wr) = client.split();
-        let (mut upstream_rd, mut upstream_wr) = upstream.split();
+        let (mut client_rd, mut client_wr) = tokio::io::split(&mut client);
+        let (mut upstream_rd, mut upstream_wr) = tokio::io::split(&mut upstream);
         let upwards = pump(&mut client_rd, &mut upstream_wr, &up, &last_activity, start);
         let downwards = pump(&mut upstream_rd, &mut client_wr, &down, &last_activity, start);
         tokio::pin!(upwards, downwards, drained);
@@ -98,11 +116,11 @@ pub async fn relay(
     };
     match ending {
         Ending::Closed => {}
-        Ending::ClientReset => reset(&upstream),
-        Ending::UpstreamReset => reset(&client),
+        Ending::ClientReset => upstream.abort(),
+        Ending::UpstreamReset => client.abort(),
         Ending::IdleTimeout | Ending::Drained => {
-            reset(&client);
-            reset(&upstream);
+            client.abort();
+            upstream.abort();
         }
     }
     Outcome {
@@ -114,8 +132,8 @@ pub async fn relay(
 
 /// Copies one direction; on EOF passes the FIN on (half-close) and returns.
 async fn pump(
-    from: &mut tokio::net::tcp::ReadHalf<'_>,
-    to: &mut tokio::net::tcp::WriteHalf<'_>,
+    from: &mut (impl AsyncRead + Unpin),
+    to: &mut (impl AsyncWrite + Unpin),
     counter: &AtomicU64,
     last_activity: &AtomicU64,
     start: Instant,

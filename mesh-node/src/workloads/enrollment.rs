@@ -15,8 +15,18 @@ use std::{
 
 use serde::Serialize;
 
+use mesh_api::{
+    identity::Identity,
+    objects::Object,
+    peer_authentication::PeerAuthentication,
+    selection::{endpoints, Endpoint},
+};
+
 use super::{Selection, Skipped, Workload};
-use crate::datapath::{self, netns, routes, Datapath, PodDatapath};
+use crate::{
+    datapath::{self, netns, routes, Datapath, PodDatapath},
+    identity::IdentityManager,
+};
 
 /// What the proxy and the admin endpoint know about enrolled workloads.
 #[derive(Debug, Default, Serialize)]
@@ -31,12 +41,23 @@ pub struct Registry {
     pub source_error: Option<String>,
     /// Completed reconcile passes; 0 until the first one finished.
     pub passes: u64,
+    /// Enrolled workloads on other nodes, by pod IP: reached through the tunnel.
+    pub remote_endpoints: BTreeMap<Ipv4Addr, Endpoint>,
+    /// Every PeerAuthentication in the cluster.
+    pub peer_authentications: Vec<PeerAuthentication>,
     #[serde(skip)]
     by_cookie: HashMap<u64, String>,
     #[serde(skip)]
     by_ip: HashMap<Ipv4Addr, String>,
     #[serde(skip)]
     pub last_change: Option<SystemTime>,
+}
+
+/// A destination on another node.
+pub struct RemoteWorkload {
+    pub key: String,
+    pub identity: Identity,
+    pub node_ip: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +76,20 @@ impl Registry {
     }
 
     /// The enrolled workload with this pod IP.
+    /// An enrolled workload on another node whose node address is known.
+    pub fn remote(&self, ip: Ipv4Addr) -> Option<RemoteWorkload> {
+        let e = self.remote_endpoints.get(&ip)?;
+        Some(RemoteWorkload {
+            key: e.workload.clone(),
+            identity: e.identity.clone(),
+            node_ip: e.node_ip?,
+        })
+    }
+
+    pub fn peer_authentications(&self) -> &[PeerAuthentication] {
+        &self.peer_authentications
+    }
+
     pub fn by_ip(&self, ip: Ipv4Addr) -> Option<&Workload> {
         self.by_ip
             .get(&ip)
@@ -82,15 +117,26 @@ pub struct Enroller {
     pub datapath: Arc<Mutex<Datapath>>,
     pub registry: Arc<RwLock<Registry>>,
     pub node_name: String,
+    pub trust_domain: String,
+    /// Told which identities this node needs, when mTLS is configured.
+    pub identities: Option<Arc<IdentityManager>>,
     first_pass: bool,
 }
 
 impl Enroller {
-    pub fn new(datapath: Arc<Mutex<Datapath>>, registry: Arc<RwLock<Registry>>, node_name: String) -> Self {
+    pub fn new(
+        datapath: Arc<Mutex<Datapath>>,
+        registry: Arc<RwLock<Registry>>,
+        node_name: String,
+        trust_domain: String,
+        identities: Option<Arc<IdentityManager>>,
+    ) -> Self {
         Self {
             datapath,
             registry,
             node_name,
+            trust_domain,
+            identities,
             first_pass: true,
         }
     }
@@ -101,6 +147,7 @@ impl Enroller {
             Ok(objects) => {
                 let selection = super::select(&objects, &self.node_name);
                 self.apply(&selection);
+                self.update_cluster(&objects);
                 self.write().source_error = None;
             }
             Err(e) => {
@@ -117,6 +164,32 @@ impl Enroller {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
         self.registry.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What this node needs to know about the rest of the cluster, and the identities it
+    /// must hold.
+    fn update_cluster(&self, objects: &[Object]) {
+        let mut remote = endpoints(objects, &self.trust_domain);
+        remote.retain(|_, e| e.node != self.node_name);
+        let policies = objects
+            .iter()
+            .filter_map(|o| match o {
+                Object::PeerAuthentication(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let local: HashMap<Ipv4Addr, Identity> = {
+            let mut reg = self.write();
+            reg.remote_endpoints = remote;
+            reg.peer_authentications = policies;
+            reg.workloads
+                .values()
+                .map(|e| (e.workload.ip, e.workload.identity(&self.trust_domain)))
+                .collect()
+        };
+        if let Some(ids) = &self.identities {
+            ids.set_local(local);
+        }
     }
 
     fn apply(&mut self, selection: &Selection) {

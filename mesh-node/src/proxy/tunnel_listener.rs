@@ -1,0 +1,223 @@
+//! The server side of the node-to-node tunnel, port 15008: mutual TLS 1.3 (client
+//! certificate required, chain to a trusted root, SPIFFE ID in our trust domain), then
+//! HTTP/2 `CONNECT podIP:port` streams. A stream is accepted only for a local enrolled pod
+//! whose identity is the one this connection's certificate was chosen for; the pod is dialled
+//! with the proxy mark, which its guard requires.
+
+use std::{
+    convert::Infallible,
+    net::{SocketAddr, SocketAddrV4},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper::{
+    body::Incoming, server::conn::http2, service::service_fn, Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use mesh_api::identity::Identity;
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{mpsc, watch},
+};
+use tracing::Instrument as _;
+
+use super::{relay, AccessLog, ConnResult, Proxy};
+use crate::{identity::IdentityManager, tls};
+
+/// Concurrent tunnels per connection; more wait for a free stream on the client side.
+const MAX_STREAMS: u32 = 256;
+
+impl Proxy {
+    pub async fn serve_tunnel(
+        self: Arc<Self>,
+        listener: TcpListener,
+        identities: Arc<IdentityManager>,
+        mut shutdown: watch::Receiver<bool>,
+        active: mpsc::Sender<()>,
+    ) {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tunnel accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let proxy = self.clone();
+            let identities = identities.clone();
+            let active = active.clone();
+            let span = tracing::info_span!("tunnel", %peer);
+            tokio::spawn(
+                async move {
+                    proxy.tunnel_connection(tcp, peer, identities).await;
+                    drop(active);
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    async fn tunnel_connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        identities: Arc<IdentityManager>,
+    ) {
+        let config = match tls::server_config(identities.roots(), identities.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "tunnel TLS configuration");
+                return;
+            }
+        };
+        let accept = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(tcp);
+        let stream = match tokio::time::timeout(Duration::from_secs(10), accept).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                let reason = handshake_failure_reason(&e.to_string());
+                identities.record_handshake(Err(reason));
+                tracing::info!(reason, error = %e, "tunnel handshake refused");
+                return;
+            }
+            Err(_) => {
+                identities.record_handshake(Err("handshake_timeout"));
+                return;
+            }
+        };
+        let conn = stream.get_ref().1;
+        let peer_identity = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(tls::spiffe_id);
+        let Some(peer_identity) = peer_identity else {
+            identities.record_handshake(Err("no_spiffe_id"));
+            tracing::info!("tunnel refused: the client certificate carries no workload SPIFFE ID");
+            return;
+        };
+        if peer_identity.trust_domain != identities.trust_domain() {
+            identities.record_handshake(Err("wrong_trust_domain"));
+            tracing::info!(%peer_identity, "tunnel refused: client outside our trust domain");
+            return;
+        }
+        let Some(presented) = conn.server_name().and_then(tls::pod_from_sni).and_then(|pod| {
+            self.registry()
+                .by_ip(pod)
+                .map(|w| w.identity(identities.trust_domain()))
+        }) else {
+            return;
+        };
+        identities.record_handshake(Ok(()));
+        let (group, suite) = tls::negotiated(conn);
+        tracing::info!(target: "tls", %peer_identity, local = %presented, group = %group, cipher = %suite, "tunnel connection accepted");
+
+        let proxy = self.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let (proxy, peer_identity, presented) = (proxy.clone(), peer_identity.clone(), presented.clone());
+            async move { Ok::<_, Infallible>(proxy.connect_stream(req, peer, peer_identity, presented).await) }
+        });
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_STREAMS)
+            .max_pending_accept_reset_streams(Some(50))
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .adaptive_window(true);
+        if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            tracing::debug!(error = %e, "tunnel connection ended");
+        }
+    }
+
+    /// One CONNECT stream: check, dial, answer 200, relay.
+    async fn connect_stream(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        peer_identity: Identity,
+        presented: Identity,
+    ) -> Response<Empty<Bytes>> {
+        let started = Instant::now();
+        let status = |s: StatusCode| {
+            let mut r = Response::new(Empty::new());
+            *r.status_mut() = s;
+            r
+        };
+        if req.method() != Method::CONNECT {
+            return status(StatusCode::METHOD_NOT_ALLOWED);
+        }
+        let Some(target) = req
+            .uri()
+            .authority()
+            .and_then(|a| a.as_str().parse::<SocketAddrV4>().ok())
+        else {
+            return status(StatusCode::BAD_REQUEST);
+        };
+        let mut log = AccessLog::tunnel(peer, target, &peer_identity);
+        let dst = self
+            .registry()
+            .by_ip(*target.ip())
+            .map(|w| (w.key(), w.identity(&peer_identity.trust_domain)));
+        let refuse = |log: AccessLog, result: ConnResult, code: StatusCode| {
+            log.emit(result, 0, 0, started);
+            status(code)
+        };
+        let Some((dst_key, dst_identity)) = dst else {
+            return refuse(log, ConnResult::NotLocal, StatusCode::NOT_FOUND);
+        };
+        log.dst = Some(dst_key);
+        log.dst_identity = Some(dst_identity.to_string());
+        if dst_identity != presented {
+            // The client verified `presented`; it may not reach a workload with another identity.
+            return refuse(log, ConnResult::IdentityMismatch, StatusCode::FORBIDDEN);
+        }
+        let upstream = match self.connect(target).await {
+            Ok(s) => s,
+            Err(result) => return refuse(log, result, StatusCode::BAD_GATEWAY),
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let idle = self.idle_timeout;
+        tokio::spawn(
+            async move {
+                match on_upgrade.await {
+                    Ok(upgraded) => {
+                        let outcome =
+                            relay::relay(TokioIo::new(upgraded), upstream, idle, std::future::pending())
+                                .await;
+                        log.emit(
+                            ConnResult::Relayed(outcome.ending),
+                            outcome.bytes_up,
+                            outcome.bytes_down,
+                            started,
+                        );
+                    }
+                    Err(e) => tracing::debug!(error = %e, "tunnel stream upgrade failed"),
+                }
+            }
+            .in_current_span(),
+        );
+        status(StatusCode::OK)
+    }
+}
+
+/// A short, stable reason for a failed server handshake, for the counters.
+fn handshake_failure_reason(error: &str) -> &'static str {
+    if error.contains("NoCertificatesPresented") || error.contains("CertificateRequired") {
+        "no_client_certificate"
+    } else if error.contains("Expired") {
+        "expired_certificate"
+    } else if error.contains("UnknownIssuer") || error.contains("BadSignature") {
+        "unknown_issuer"
+    } else if error.contains("ProtocolVersion") || error.contains("PeerIncompatible") {
+        "incompatible_client"
+    } else {
+        "handshake_failed"
+    }
+}
