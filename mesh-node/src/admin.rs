@@ -101,9 +101,31 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
                 kernel,
             })
         }
+        "/certs" => match &state.identities {
+            Some(ids) => {
+                #[derive(Serialize)]
+                struct Certs<'a> {
+                    ca: crate::identity::CaStatus,
+                    trust_bundle: Vec<String>,
+                    certificates: Vec<crate::identity::CertView>,
+                    stats: &'a crate::identity::IdentityStats,
+                }
+                let stats = ids.stats.lock().unwrap_or_else(|p| p.into_inner());
+                json(&Certs {
+                    ca: ids.status(),
+                    trust_bundle: ids.trust_subjects(),
+                    certificates: ids.views(),
+                    stats: &stats,
+                })
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "no CA configured (--ca-addr): this node holds no identities\n",
+            ),
+        },
         "/" => text(
             StatusCode::OK,
-            "/ready /config_dump /workloads /datapath /stats\n",
+            "/ready /config_dump /workloads /datapath /stats /certs\n",
         ),
         other => text(StatusCode::NOT_FOUND, &format!("no admin page {other}; try /\n")),
     }

@@ -434,9 +434,11 @@ impl IdentityManager {
         let ts = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
         let not_before = ts(x.validity().not_before.timestamp());
         let not_after = ts(x.validity().not_after.timestamp());
-        let lifetime = not_after.duration_since(not_before).unwrap_or_default();
-        // Renew at half the lifetime, ±5% so a node's certificates do not all renew at once.
-        let renew_at = not_before + lifetime.mul_f64(0.45 + 0.1 * random_unit());
+        // Renew at half the validity left on receipt (the CA backdates not_before for clock
+        // skew, so the nominal lifetime overstates it), ±5% so renewals spread out.
+        let now = SystemTime::now();
+        let remaining = not_after.duration_since(now).unwrap_or_default();
+        let renew_at = now + remaining.mul_f64(0.45 + 0.1 * random_unit());
         let serial = x.raw_serial_as_string();
         let roots = trust.subjects.clone();
         {

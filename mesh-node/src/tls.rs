@@ -7,7 +7,7 @@
 //! - The server (destination node, port 15008) presents the certificate of the destination
 //!   workload, chosen by SNI: the client names the destination pod (`10-2-1-2.pod.trellis`),
 //!   because the node address alone does not say which workload is meant. It requires a client
-//!   certificate chaining to a trusted root; the trust domain is checked after the handshake.
+//!   certificate chaining to a trusted root and naming a workload of our trust domain.
 //! - Session resumption is off on both sides, so every connection re-verifies the chain
 //!   (what makes a root rotation take effect).
 
@@ -122,6 +122,62 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     }
 }
 
+/// The server's view of client certificates: webpki chain verification, then a SPIFFE ID in
+/// our trust domain, so a foreign identity fails the handshake itself (with an alert).
+#[derive(Debug)]
+struct SpiffeClientVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    trust_domain: String,
+}
+
+/// The client certificate names no workload of our trust domain.
+#[derive(Debug, thiserror::Error)]
+#[error("the client certificate names no workload of trust domain {0}")]
+pub struct ForeignTrustDomain(pub String);
+
+impl rustls::server::danger::ClientCertVerifier for SpiffeClientVerifier {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now)?;
+        match spiffe_id(end_entity) {
+            Some(id) if id.trust_domain == self.trust_domain => Ok(verified),
+            _ => Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                rustls::OtherError(Arc::new(ForeignTrustDomain(self.trust_domain.clone()))),
+            ))),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// Always presents one workload's certificate.
 #[derive(Debug)]
 struct FixedClientCert(Arc<CertifiedKey>);
@@ -172,11 +228,19 @@ impl ResolvesServerCert for SniResolver {
 }
 
 /// Server side of the tunnel (port 15008).
-pub fn server_config(roots: Arc<RootCertStore>, certs: Arc<dyn CertLookup>) -> Result<ServerConfig, Error> {
+pub fn server_config(
+    roots: Arc<RootCertStore>,
+    certs: Arc<dyn CertLookup>,
+    trust_domain: &str,
+) -> Result<ServerConfig, Error> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+    let inner = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| Error::Config(e.to_string()))?;
+    let verifier = Arc::new(SpiffeClientVerifier {
+        inner,
+        trust_domain: trust_domain.to_string(),
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| Error::Config(e.to_string()))?

@@ -4,11 +4,14 @@
 //! - [`netns`]: a namespace with one OS thread (and a tokio runtime) living inside it;
 //! - [`topology`]: the builder for nodes and pods, the YAML the nodes read, and cleanup;
 //! - [`node`]: a running `mesh-node` and how to read its admin endpoint and access log;
+//! - [`controller`]: a running `mesh-controller` (the CA) reachable from every node;
 //! - [`servers`] and [`raw`]: what runs inside pods (HTTP and echo servers, raw SYNs).
 //!
 //! Everything is named after the test (plus the process id), so tests run in parallel, and
 //! everything is undone in `Drop`, so a failing test leaves nothing behind.
 
+pub mod capture;
+pub mod controller;
 pub mod netns;
 pub mod node;
 pub mod raw;

@@ -100,6 +100,18 @@ impl Netns {
         rx.recv().expect("netns job panicked")
     }
 
+    /// Runs a future on the namespace's runtime and waits for its output.
+    pub fn run_async<T: Send + 'static>(
+        &self,
+        fut: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv().expect("netns task panicked")
+    }
+
     /// Starts a future on the namespace's runtime.
     pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
         self.run(move || {

@@ -56,6 +56,7 @@ impl MeshNode {
         scratch: &Path,
         bpffs: &Path,
         previous: Option<MeshNode>,
+        extra_args: &[String],
     ) -> anyhow::Result<Self> {
         let log = scratch.join(format!("{}.log", node.name));
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log)?;
@@ -84,6 +85,7 @@ impl MeshNode {
                 "1000",
             ])
             .args(["--drain-timeout-secs", "20"])
+            .args(extra_args)
             .env("TRELLIS_LOG", "info")
             .stdout(out.try_clone()?)
             .stderr(out)

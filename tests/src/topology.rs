@@ -21,6 +21,7 @@ use std::{
 use anyhow::{bail, Context as _};
 
 use crate::{
+    controller::{self, Controller},
     netns::{ip, Netns},
     node::MeshNode,
 };
@@ -42,6 +43,8 @@ pub struct TopologyBuilder {
     nodes: Vec<NodeSpec>,
     pods: Vec<PodSpec>,
     enrolled: Vec<String>,
+    controller: bool,
+    cert_ttl_secs: Option<u64>,
 }
 
 impl TopologyBuilder {
@@ -68,6 +71,18 @@ impl TopologyBuilder {
         self
     }
 
+    /// Runs `mesh-controller` (the CA) and gives every node identities and the tunnel.
+    pub fn controller(mut self) -> Self {
+        self.controller = true;
+        self
+    }
+
+    /// Lifetime of workload certificates the nodes ask for (short ones exercise renewal).
+    pub fn cert_ttl_secs(mut self, secs: u64) -> Self {
+        self.cert_ttl_secs = Some(secs);
+        self
+    }
+
     pub fn build(self) -> anyhow::Result<Topology> {
         crate::require_privileges();
         let tag = tag(&self.test);
@@ -84,6 +99,9 @@ impl TopologyBuilder {
             nodes: Vec::new(),
             pods: Vec::new(),
             namespaces: BTreeMap::new(),
+            controller: None,
+            cert_ttl_secs: self.cert_ttl_secs,
+            extra_args: BTreeMap::new(),
         };
         std::fs::create_dir_all(&topo.cgroup).context("creating the test cgroup")?;
         let fabric = Netns::new(&format!("{tag}-fabric"))?;
@@ -229,6 +247,22 @@ impl TopologyBuilder {
             topo.namespaces.insert(ns, true);
         }
         topo.write_config()?;
+        if self.controller {
+            let fabric = topo.fabric.as_ref().expect("fabric");
+            ip(&["-n", &fabric.name, "addr", "add", "198.18.0.254/24", "dev", "br0"])?;
+            let mut tokens = String::new();
+            for n in &topo.nodes {
+                let token = random_token()?;
+                tokens += &format!("{}: {token}\n", n.name);
+                std::fs::write(topo.dir.join(format!("{}.token", n.name)), token)?;
+            }
+            let cgroup = topo.cgroup.join("controller");
+            std::fs::create_dir_all(&cgroup)?;
+            let mut c = Controller::new(&topo.dir, &topo.config_dir(), &cgroup, fabric);
+            std::fs::write(&c.tokens, tokens)?;
+            c.start(fabric)?;
+            topo.controller = Some(c);
+        }
         Ok(topo)
     }
 }
@@ -291,6 +325,10 @@ pub struct Topology {
     pub pods: Vec<Pod>,
     /// Namespace -> enrolled.
     namespaces: BTreeMap<String, bool>,
+    pub controller: Option<Controller>,
+    cert_ttl_secs: Option<u64>,
+    /// Extra `mesh-node run` flags per node.
+    extra_args: BTreeMap<String, Vec<String>>,
 }
 
 impl Topology {
@@ -301,6 +339,8 @@ impl Topology {
             nodes: Vec::new(),
             pods: Vec::new(),
             enrolled: Vec::new(),
+            controller: false,
+            cert_ttl_secs: None,
         }
     }
 
@@ -335,10 +375,59 @@ impl Topology {
         let config_dir = self.config_dir();
         let dir = self.dir.clone();
         let bpffs = self.bpffs.join(node);
+        let mut args = self.extra_args.get(node).cloned().unwrap_or_default();
+        if let Some(c) = &self.controller {
+            args.extend(["--ca-addr".into(), controller::ADDR.into(), "--ca-root".into()]);
+            args.push(c.ca_dir.join("root-cert.pem").display().to_string());
+            args.push("--ca-token-file".into());
+            args.push(dir.join(format!("{node}.token")).display().to_string());
+            if let Some(ttl) = self.cert_ttl_secs {
+                args.extend(["--cert-ttl-secs".into(), ttl.to_string()]);
+            }
+        }
         let n = self.node_mut(node);
         let previous = n.mesh.take();
-        let mesh = MeshNode::start(n, &config_dir, &dir, &bpffs, previous)?;
+        let mesh = MeshNode::start(n, &config_dir, &dir, &bpffs, previous, &args)?;
         n.mesh = Some(mesh);
+        Ok(())
+    }
+
+    /// Extra flags for a node's next start (e.g. `--strict-exempt-node=false`).
+    pub fn set_node_args(&mut self, node: &str, args: &[&str]) {
+        self.extra_args
+            .insert(node.into(), args.iter().map(|a| a.to_string()).collect());
+    }
+
+    /// The fabric namespace (where the controller runs; no node captures anything there).
+    pub fn fabric(&self) -> &Netns {
+        self.fabric.as_ref().expect("fabric")
+    }
+
+    /// Restarts the controller (after changing its CA files, say).
+    pub fn restart_controller(&mut self) -> anyhow::Result<()> {
+        let fabric = self.fabric.as_ref().expect("fabric");
+        let c = self
+            .controller
+            .as_mut()
+            .expect("topology built with .controller()");
+        c.kill();
+        c.start(fabric)
+    }
+
+    /// Writes (or, with `None`, removes) an extra YAML file in the config directory,
+    /// atomically.
+    pub fn set_yaml(&self, name: &str, yaml: Option<&str>) -> anyhow::Result<()> {
+        let path = self.config_dir().join(name);
+        match yaml {
+            Some(text) => {
+                let tmp = self.config_dir().join(format!(".{name}.tmp"));
+                std::fs::write(&tmp, text)?;
+                std::fs::rename(&tmp, &path)?;
+            }
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
         Ok(())
     }
 
@@ -362,6 +451,12 @@ impl Topology {
     /// never reads half a file.
     fn write_config(&self) -> anyhow::Result<()> {
         let mut yaml = String::new();
+        for n in &self.nodes {
+            yaml += &format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: {}}}\nstatus: {{addresses: [{{type: InternalIP, address: {}}}]}}\n---\n",
+                n.name, n.addr
+            );
+        }
         for (ns, enrolled) in &self.namespaces {
             let labels = if *enrolled {
                 "{trellis.dev/mesh: enabled}"
@@ -393,6 +488,7 @@ impl Drop for Topology {
         for n in &mut self.nodes {
             n.mesh.take();
         }
+        self.controller.take();
         let _ = std::fs::write(self.cgroup.join("cgroup.kill"), "1");
         let _ = std::fs::remove_dir_all(&self.bpffs);
         self.pods.clear();
@@ -422,6 +518,13 @@ fn remove_cgroup_tree(dir: &Path) {
             Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
         }
     }
+}
+
+fn random_token() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut b = [0u8; 16];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
 /// A short tag from the test name and the process id: interface names have 15 bytes.

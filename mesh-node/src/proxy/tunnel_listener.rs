@@ -71,18 +71,19 @@ impl Proxy {
         peer: SocketAddr,
         identities: Arc<IdentityManager>,
     ) {
-        let config = match tls::server_config(identities.roots(), identities.clone()) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "tunnel TLS configuration");
-                return;
-            }
-        };
+        let config =
+            match tls::server_config(identities.roots(), identities.clone(), identities.trust_domain()) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "tunnel TLS configuration");
+                    return;
+                }
+            };
         let accept = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(tcp);
         let stream = match tokio::time::timeout(Duration::from_secs(10), accept).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                let reason = handshake_failure_reason(&e.to_string());
+                let reason = handshake_failure_reason(&e);
                 identities.record_handshake(Err(reason));
                 tracing::info!(reason, error = %e, "tunnel handshake refused");
                 return;
@@ -208,16 +209,19 @@ impl Proxy {
 }
 
 /// A short, stable reason for a failed server handshake, for the counters.
-fn handshake_failure_reason(error: &str) -> &'static str {
-    if error.contains("NoCertificatesPresented") || error.contains("CertificateRequired") {
-        "no_client_certificate"
-    } else if error.contains("Expired") {
-        "expired_certificate"
-    } else if error.contains("UnknownIssuer") || error.contains("BadSignature") {
-        "unknown_issuer"
-    } else if error.contains("ProtocolVersion") || error.contains("PeerIncompatible") {
-        "incompatible_client"
-    } else {
-        "handshake_failed"
+fn handshake_failure_reason(error: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError as C, Error as E};
+    match error.get_ref().and_then(|e| e.downcast_ref::<E>()) {
+        Some(E::NoCertificatesPresented) => "no_client_certificate",
+        Some(E::InvalidCertificate(C::Expired | C::ExpiredContext { .. })) => "expired_certificate",
+        Some(E::InvalidCertificate(C::UnknownIssuer | C::BadSignature)) => "unknown_issuer",
+        Some(E::InvalidCertificate(C::Other(o)))
+            if o.0.downcast_ref::<tls::ForeignTrustDomain>().is_some() =>
+        {
+            "wrong_trust_domain"
+        }
+        Some(E::InvalidCertificate(_)) => "invalid_certificate",
+        Some(E::PeerIncompatible(_)) => "incompatible_client",
+        _ => "handshake_failed",
     }
 }
