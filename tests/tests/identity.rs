@@ -243,7 +243,7 @@ fn leaf_text(s_client_output: &str) -> String {
             .stdin
             .take()
             .unwrap()
-            .write_all(s_client_output[begin..end].as_bytes())
+            .write_all(&s_client_output.as_bytes()[begin..end])
             .unwrap();
     }
     String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
