@@ -58,6 +58,8 @@ pub struct WorkloadCert {
     pub renew_at: SystemTime,
     /// Subjects of the roots the chain was issued under (the bundle at issue time).
     pub roots: Vec<String>,
+    /// Subject of the certificate that signed this one.
+    pub issuer: String,
 }
 
 impl WorkloadCert {
@@ -68,6 +70,7 @@ impl WorkloadCert {
             not_before: unix(self.not_before),
             not_after: unix(self.not_after),
             renew_at: unix(self.renew_at),
+            issuer: self.issuer.clone(),
             roots: self.roots.clone(),
         }
     }
@@ -87,6 +90,7 @@ pub struct CertView {
     pub not_before: u64,
     pub not_after: u64,
     pub renew_at: u64,
+    pub issuer: String,
     pub roots: Vec<String>,
 }
 
@@ -440,6 +444,7 @@ impl IdentityManager {
         let remaining = not_after.duration_since(now).unwrap_or_default();
         let renew_at = now + remaining.mul_f64(0.45 + 0.1 * random_unit());
         let serial = x.raw_serial_as_string();
+        let issuer = x.issuer().to_string();
         let roots = trust.subjects.clone();
         {
             let mut current = self.trust.write().unwrap_or_else(|p| p.into_inner());
@@ -456,6 +461,7 @@ impl IdentityManager {
             not_after,
             renew_at,
             roots,
+            issuer,
         })
     }
 }

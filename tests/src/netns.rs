@@ -122,8 +122,37 @@ impl Netns {
     /// A command that runs inside this namespace and in the given cgroup (joined before the
     /// namespace, as the kernel programs select by cgroup).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, cgroup: &std::path::Path) -> Command {
+        NetnsPath(self.path()).command(program, cgroup)
+    }
+
+    /// A TCP counter of this namespace from `/proc/net/snmp` (e.g. "InSegs").
+    pub fn tcp_counter(&self, name: &'static str) -> u64 {
+        self.run(move || {
+            // thread-self: the namespace of this thread, not of the process.
+            let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
+            let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+            let (names, values) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
+            let i = names
+                .split_whitespace()
+                .position(|n| n == name)
+                .expect("counter name");
+            values
+                .split_whitespace()
+                .nth(i)
+                .and_then(|v| v.parse().ok())
+                .expect("counter value")
+        })
+    }
+}
+
+/// A namespace known only by its path, for spawning commands from any thread.
+pub struct NetnsPath(pub PathBuf);
+
+impl NetnsPath {
+    /// A command that joins `cgroup`, then this network namespace, before exec.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>, cgroup: &std::path::Path) -> Command {
         let mut cmd = Command::new(program);
-        let ns = File::open(self.path()).expect("netns file");
+        let ns = File::open(&self.0).expect("netns file");
         let procs =
             std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes()).expect("path");
         // SAFETY: only async-signal-safe calls (open, write, close, setns) between fork and exec.
@@ -145,25 +174,6 @@ impl Netns {
             });
         }
         cmd
-    }
-
-    /// A TCP counter of this namespace from `/proc/net/snmp` (e.g. "InSegs").
-    pub fn tcp_counter(&self, name: &'static str) -> u64 {
-        self.run(move || {
-            // thread-self: the namespace of this thread, not of the process.
-            let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").expect("snmp");
-            let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-            let (names, values) = (tcp.next().expect("Tcp header"), tcp.next().expect("Tcp values"));
-            let i = names
-                .split_whitespace()
-                .position(|n| n == name)
-                .expect("counter name");
-            values
-                .split_whitespace()
-                .nth(i)
-                .and_then(|v| v.parse().ok())
-                .expect("counter value")
-        })
     }
 }
 

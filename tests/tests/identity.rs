@@ -379,3 +379,214 @@ fn a_node_cannot_obtain_a_foreign_identity() {
     .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::Unauthenticated);
 }
+
+/// Sends a request a -> e every 100 ms on a background thread until stopped; returns
+/// (successes, failures with their stderr).
+struct Traffic {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(u32, Vec<String>)>>,
+}
+
+impl Traffic {
+    fn start(t: &Topology) -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let a = t.pod("a");
+        let cmd = {
+            let mut c = a.netns.command("curl", &a.cgroup);
+            c.args([
+                "-sS",
+                "--max-time",
+                "3",
+                &format!("http://{}:8080/", t.pod("e").addr),
+            ]);
+            c
+        };
+        let program = cmd.get_program().to_owned();
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_owned()).collect();
+        let (netns, cgroup) = (a.netns.path(), a.cgroup.clone());
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let ns = tests::netns::NetnsPath(netns);
+            let (mut ok, mut failed) = (0, Vec::new());
+            for _ in 0..600 {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let out = ns.command(&program, &cgroup).args(&args).output().expect("curl");
+                if out.status.success() {
+                    ok += 1;
+                } else {
+                    failed.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (ok, failed)
+        });
+        Self {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> (u32, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn cert_of(t: &Topology, node: &str) -> Value {
+    t.node(node).mesh().admin("/certs")["certificates"][0].clone()
+}
+
+/// Certificates are renewed (at about half their life) under a steady stream of requests
+/// across nodes without a single failed request.
+#[test]
+fn certificates_rotate_without_failed_requests() {
+    let t = two_nodes("cert_rotation", Some(4));
+    wait_for_certs(&t, "n1", 1);
+    wait_for_certs(&t, "n2", 1);
+    servers::http(&t.pod("e").netns, 8080);
+    let first = (
+        cert_of(&t, "n1")["serial"].clone(),
+        cert_of(&t, "n2")["serial"].clone(),
+    );
+    let traffic = Traffic::start(&t);
+    std::thread::sleep(Duration::from_secs(9));
+    let (ok, failed) = traffic.finish();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during rotation: {failed:?}",
+        failed.len(),
+        ok as usize + failed.len()
+    );
+    assert!(ok >= 40, "only {ok} requests went through");
+    for (node, serial) in [("n1", &first.0), ("n2", &first.1)] {
+        let certs = t.node(node).mesh().admin("/certs");
+        assert!(
+            certs["stats"]["renewals"].as_u64().unwrap() >= 2,
+            "{node}: {certs}"
+        );
+        assert_ne!(
+            &certs["certificates"][0]["serial"], serial,
+            "{node} still serves its first certificate"
+        );
+    }
+    let took: Vec<u64> = t
+        .node("n1")
+        .mesh()
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "certificate obtained" && v["renewal"] == true)
+        .filter_map(|v| v["took_ms"].as_u64())
+        .collect();
+    println!("{ok} requests, 0 failed; renewals on n1 took {took:?} ms");
+}
+
+/// Rotating the CA root with an overlap: (1) the bundle gains the new root, (2) the new
+/// root signs, (3) the old root leaves the bundle. Cross-node requests never fail, although
+/// for a while one node holds a certificate from the old root and the other from the new.
+#[test]
+fn ca_root_rotation_with_overlap() {
+    let mut t = two_nodes("root_rotation", Some(4));
+    wait_for_certs(&t, "n1", 1);
+    wait_for_certs(&t, "n2", 1);
+    servers::http(&t.pod("e").netns, 8080);
+    let ca = t.controller.as_ref().unwrap().ca_dir.clone();
+    let old_root = std::fs::read_to_string(ca.join("root-cert.pem")).unwrap();
+    let (new_root, new_key) = mesh_controller::ca::generate_root("Trellis root CA 2").unwrap();
+    let traffic = Traffic::start(&t);
+    let both_nodes = |t: &Topology, what: &str, check: &dyn Fn(&Value) -> bool| {
+        let ok = eventually(Duration::from_secs(20), || {
+            ["n1", "n2"]
+                .iter()
+                .all(|n| check(&t.node(n).mesh().admin("/certs")))
+                .then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{what}: n1 {} n2 {}",
+            t.node("n1").mesh().admin("/certs"),
+            t.node("n2").mesh().admin("/certs")
+        );
+    };
+
+    // 1. Trust both roots, still signing with the old one.
+    std::fs::write(ca.join("root-cert.pem"), format!("{old_root}{new_root}")).unwrap();
+    t.restart_controller().unwrap();
+    both_nodes(&t, "both roots trusted", &|c| {
+        c["trust_bundle"].as_array().is_some_and(|b| b.len() == 2)
+    });
+
+    // 2. Sign with the new root.
+    std::fs::write(ca.join("ca-cert.pem"), &new_root).unwrap();
+    std::fs::write(ca.join("ca-key.pem"), &new_key).unwrap();
+    std::fs::write(ca.join("cert-chain.pem"), &new_root).unwrap();
+    t.restart_controller().unwrap();
+    both_nodes(&t, "certificates from the new root", &|c| {
+        c["certificates"][0]["issuer"]
+            .as_str()
+            .is_some_and(|i| i.contains("Trellis root CA 2"))
+    });
+
+    // 3. Retire the old root.
+    std::fs::write(ca.join("root-cert.pem"), &new_root).unwrap();
+    t.restart_controller().unwrap();
+    both_nodes(&t, "only the new root trusted", &|c| {
+        c["trust_bundle"]
+            .as_array()
+            .is_some_and(|b| b.len() == 1 && b[0].as_str().unwrap().contains("CA 2"))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, failed) = traffic.finish();
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during the root rotation: {failed:?}",
+        failed.len()
+    );
+    assert!(ok > 20, "only {ok} requests");
+}
+
+/// With the controller gone, cached certificates keep serving; the node reports the CA as
+/// unreachable, and recovers when it returns.
+#[test]
+fn controller_down_keeps_certificates_serving() {
+    let mut t = two_nodes("controller_down", Some(20));
+    wait_for_certs(&t, "n1", 1);
+    wait_for_certs(&t, "n2", 1);
+    servers::http(&t.pod("e").netns, 8080);
+    let url = format!("http://{}:8080/", t.pod("e").addr);
+    ok_body(&t.pod("a").curl(&url));
+
+    t.controller.as_mut().unwrap().kill();
+    // The next renewal (at about half of 20 s) fails and is reported.
+    let down = eventually(Duration::from_secs(20), || {
+        let ca = t.node("n1").mesh().admin("/certs")["ca"].clone();
+        (ca["reachable"] == false).then_some(ca)
+    })
+    .expect("n1 never reported the CA as unreachable");
+    assert!(
+        down["last_error"].as_str().unwrap().contains("CA unreachable"),
+        "{down}"
+    );
+    ok_body(&t.pod("a").curl(&url));
+    let certs = t.node("n1").mesh().admin("/certs");
+    assert!(certs["stats"]["failures"].as_u64().unwrap() >= 1, "{certs}");
+
+    t.restart_controller().unwrap();
+    let back = eventually(Duration::from_secs(15), || {
+        (t.node("n1").mesh().admin("/certs")["ca"]["reachable"] == true).then_some(())
+    });
+    assert!(back.is_some(), "n1 never reconnected to the CA");
+    ok_body(&t.pod("a").curl(&url));
+}

@@ -18,7 +18,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_api::identity::Identity;
 use rustls::pki_types::ServerName;
 
-use crate::{identity::IdentityManager, tls};
+use crate::{
+    identity::{IdentityManager, WorkloadCert},
+    tls,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -54,7 +57,10 @@ pub struct TunnelClient {
     pub port: u16,
     pub mark: u32,
     pub connect_timeout: Duration,
-    pool: Mutex<HashMap<PoolKey, http2::SendRequest<Empty<Bytes>>>>,
+    /// Per key: the serial of the source certificate the connection was made with, and the
+    /// connection. A renewed certificate gets a new connection; the old one closes once its
+    /// streams finish.
+    pool: Mutex<HashMap<PoolKey, (String, http2::SendRequest<Empty<Bytes>>)>>,
 }
 
 impl TunnelClient {
@@ -82,21 +88,25 @@ impl TunnelClient {
             destination: destination.clone(),
         };
         let addr = SocketAddr::from((node, self.port));
+        let cert = self
+            .identities
+            .cert(source)
+            .ok_or_else(|| TunnelError::NoCertificate(source.clone()))?;
         let pooled = self
             .pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            .filter(|s| !s.is_closed())
-            .cloned();
+            .filter(|(serial, s)| *serial == cert.serial && !s.is_closed())
+            .map(|(_, s)| s.clone());
         let mut sender = match pooled {
             Some(s) => s,
             None => {
-                let s = self.connect(&key, target).await?;
+                let s = self.connect(&key, &cert, target).await?;
                 self.pool
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, s.clone());
+                    .insert(key, (cert.serial.clone(), s.clone()));
                 s
             }
         };
@@ -126,13 +136,10 @@ impl TunnelClient {
     async fn connect(
         &self,
         key: &PoolKey,
+        cert: &WorkloadCert,
         target: SocketAddrV4,
     ) -> Result<http2::SendRequest<Empty<Bytes>>, TunnelError> {
         let addr = SocketAddr::from((key.node, self.port));
-        let cert = self
-            .identities
-            .cert(&key.source)
-            .ok_or_else(|| TunnelError::NoCertificate(key.source.clone()))?;
         let config = tls::client_config(
             self.identities.roots(),
             cert.certified.clone(),
