@@ -45,6 +45,8 @@ pub enum TunnelError {
     },
 }
 
+type Sender = http2::SendRequest<Empty<Bytes>>;
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
     source: Identity,
@@ -60,7 +62,7 @@ pub struct TunnelClient {
     /// Per key: the serial of the source certificate the connection was made with, and the
     /// connection. A renewed certificate gets a new connection; the old one closes once its
     /// streams finish.
-    pool: Mutex<HashMap<PoolKey, (String, http2::SendRequest<Empty<Bytes>>)>>,
+    pool: Mutex<HashMap<PoolKey, (String, Sender)>>,
 }
 
 impl TunnelClient {
@@ -138,7 +140,7 @@ impl TunnelClient {
         key: &PoolKey,
         cert: &WorkloadCert,
         target: SocketAddrV4,
-    ) -> Result<http2::SendRequest<Empty<Bytes>>, TunnelError> {
+    ) -> Result<Sender, TunnelError> {
         let addr = SocketAddr::from((key.node, self.port));
         let config = tls::client_config(
             self.identities.roots(),
