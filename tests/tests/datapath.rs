@@ -407,7 +407,8 @@ fn unenrolled_pods_are_no_longer_captured() {
 /// - a host process on n1 calling e (a pod of n2) is not redirected by n1 and is dropped by
 ///   n2's guard (plaintext from another host);
 /// - a (n1) -> e (n2) is captured by n1's proxy, whose mark does not survive the trip to n2:
-///   n2's guard drops it. Cross-node traffic needs the node-to-node tunnel (issue 4).
+///   n2's guard drops it: without a CA (no `.controller()` here) there is no tunnel, and
+///   cross-node traffic to enrolled pods fails closed (identity.rs covers the tunnel).
 #[test]
 fn programs_act_only_on_their_own_node() {
     let mut t = Topology::builder("two_nodes")
