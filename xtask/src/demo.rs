@@ -1,5 +1,6 @@
-//! `cargo xtask demo`: one node with three pods on network namespaces, the real mesh-node and
-//! kernel programs, real traffic (curl), then what the proxy saw.
+//! `cargo xtask demo`: two nodes and a controller on network namespaces, the real
+//! mesh-node, mesh-controller and kernel programs, real traffic (curl), then what the
+//! proxies saw.
 
 use std::{
     net::SocketAddrV4,
@@ -9,7 +10,7 @@ use std::{
 
 use anyhow::Context as _;
 use serde_json::Value;
-use tests::{raw, servers, topology::Topology};
+use tests::{eventually, raw, servers, topology::Topology};
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -23,24 +24,34 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
         libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
     }
-    println!(
-        "\n== building the topology: node n1; pods shop/web, shop/client (enrolled), legacy/batch (not)"
-    );
+    println!("\n== topology: controller (CA); node n1 with shop/web, shop/client, legacy/batch; node n2 with shop/remote");
+    println!("   namespace shop is enrolled (trellis.dev/mesh=enabled), legacy is not");
     let mut t = Topology::builder("demo")
         .node("n1")
+        .node("n2")
         .pod("n1", "shop/web")
         .pod("n1", "shop/client")
         .pod("n1", "legacy/batch")
+        .pod("n2", "shop/remote")
         .enrolled_namespace("shop")
+        .controller()
         .build()
         .context("building the demo topology (needs root)")?;
     t.start_all()?;
-    let (web, client, batch) = (t.pod("web"), t.pod("client"), t.pod("batch"));
+    for node in ["n1", "n2"] {
+        let ready = eventually(Duration::from_secs(10), || {
+            let certs = t.node(node).mesh().admin("/certs");
+            (!certs["certificates"].as_array()?.is_empty()).then_some(())
+        });
+        ready.with_context(|| format!("{node} obtained no workload certificate"))?;
+    }
+    let web = t.pod("web");
     let peers = servers::http(&web.netns, 8080);
     let url = format!("http://{}:8080/", web.addr);
     println!(
-        "   mesh-node is up on n1 ({}); web serves HTTP on {}:8080",
+        "   mesh-node runs on n1 ({}) and n2 ({}); web serves HTTP on {}:8080",
         t.node("n1").addr,
+        t.node("n2").addr,
         web.addr
     );
 
@@ -48,69 +59,96 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     let show = |who: &str, out: std::process::Output| {
         let body = String::from_utf8_lossy(&out.stdout);
         let err = String::from_utf8_lossy(&out.stderr);
-        println!(
-            "   {who:<32} -> {}",
-            if out.status.success() {
-                body.trim().to_string()
-            } else {
-                format!("failed: {}", err.trim())
-            }
-        );
+        let result = if out.status.success() {
+            body.trim().to_string()
+        } else {
+            format!("failed: {}", err.trim())
+        };
+        println!("   {who:<38} -> {result}");
     };
-    show("curl from shop/client (enrolled)", client.curl(&url));
-    show("curl from legacy/batch (not)", batch.curl(&url));
+    show("curl from shop/client (same node)", t.pod("client").curl(&url));
+    show(
+        "curl from shop/remote (n2, mTLS tunnel)",
+        t.pod("remote").curl(&url),
+    );
+    show("curl from legacy/batch (not in mesh)", t.pod("batch").curl(&url));
     let n1 = t.node("n1");
     show(
-        "curl from the node itself",
+        "curl from n1 itself (like a probe)",
         n1.netns
             .command("curl", &n1.host_cgroup())
             .args(["-sS", "--max-time", "5", &url])
             .output()?,
     );
+    let client = t.pod("client");
     let (src, dst) = (client.addr, SocketAddrV4::new(web.addr, 8080));
     client.netns.run(move || raw::send_syn(src, dst, None))?;
     println!(
-        "   {:<32} -> sent; the pod guard should drop it",
+        "   {:<38} -> sent; the pod guard drops it",
         "raw SYN from shop/client"
     );
     std::thread::sleep(Duration::from_millis(300));
     println!(
-        "   web saw peers: {:?} (the node proxy, never the callers directly)",
+        "   web saw peers: {:?} (the node proxy, never the callers themselves)",
         peers.all()
     );
 
-    let mesh = n1.mesh();
-    println!("\n== access log (one line per connection)");
-    for e in mesh.access_log() {
-        println!(
-            "   {:<8} {:<14} {:<21} -> {:<17} {:<10} up {:>4} B  down {:>4} B  {}",
-            s(&e, "listener"),
-            s(&e, "src_workload"),
-            s(&e, "src_addr"),
-            s(&e, "orig_dst"),
-            s(&e, "dst_workload"),
-            e["bytes_to_dst"],
-            e["bytes_from_dst"],
-            s(&e, "result"),
-        );
+    for node in ["n1", "n2"] {
+        let mesh = t.node(node).mesh();
+        println!("\n== {node} access log (one line per connection)");
+        for e in mesh.access_log() {
+            println!(
+                "   {:<8} {:<12} {:<44} -> {:<16} {:<9} up {:>4} B down {:>4} B  {}",
+                s(&e, "listener"),
+                s(&e, "src_workload"),
+                s(&e, "src_identity"),
+                s(&e, "orig_dst"),
+                s(&e, "dst_workload"),
+                e["bytes_to_dst"],
+                e["bytes_from_dst"],
+                s(&e, "result"),
+            );
+        }
+        for l in mesh
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "tls")
+        {
+            println!(
+                "   tls: {} group {} cipher {}",
+                s(&l, "message"),
+                s(&l, "group"),
+                s(&l, "cipher")
+            );
+        }
     }
-    println!("\n== admin: enrolled workloads");
-    let workloads = mesh.admin("/workloads");
-    if let Some(map) = workloads["workloads"].as_object() {
+
+    println!("\n== n1 admin: workloads and certificates");
+    let mesh = t.node("n1").mesh();
+    if let Some(map) = mesh.admin("/workloads")["workloads"].as_object() {
         for (name, w) in map {
             println!(
-                "   {name:<14} ip {:<10} sa {:<12} veth {} netns cookie {}",
+                "   {name:<12} ip {:<10} veth {:<10} netns cookie {}",
                 s(&w["workload"], "ip"),
-                s(&w["workload"], "service_account"),
                 s(&w["datapath"], "host_iface"),
                 w["datapath"]["netns_cookie"]
             );
         }
     }
-    println!("\n== admin: kernel counters and pinned links");
+    let certs = mesh.admin("/certs");
+    for c in certs["certificates"].as_array().into_iter().flatten() {
+        println!(
+            "   cert {} serial {} issuer {}",
+            s(c, "identity"),
+            s(c, "serial"),
+            s(c, "issuer")
+        );
+    }
+    println!("   CA: {}", certs["ca"]);
     let dp = mesh.admin("/datapath");
-    println!("   counters: {}", dp["counters"]);
-    println!("   links:    {}", dp["links"]);
+    println!("   kernel counters: {}", dp["counters"]);
+    println!("   pinned links:    {}", dp["links"]);
 
     if keep {
         println!("\n== the mesh keeps running; Ctrl-C tears it down. From another shell:");
@@ -118,15 +156,12 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
             "   ip netns exec {} curl -s localhost:15000/datapath   # live map contents",
             n1.netns.name
         );
-        println!(
-            "   ip netns exec {} curl -s localhost:15000/workloads",
-            n1.netns.name
-        );
+        println!("   ip netns exec {} curl -s localhost:15000/certs", n1.netns.name);
         println!(
             "   tail -f {}                       # the node's JSON log",
             mesh.log.display()
         );
-        println!("   note: run clients in the node's cgroup to be captured, e.g.");
+        println!("   clients must run in the node's cgroup to be captured, e.g.");
         println!(
             "   sh -c 'echo $$ > {}/cgroup.procs; exec nsenter --net=/run/netns/{} curl -s {url}'",
             client.cgroup.display(),

@@ -9,7 +9,8 @@ use anyhow::{bail, Context as _};
 use crate::cargo;
 
 /// Debian packages: LLVM 22 for bpf-linker (matching rustc nightly's LLVM) and what it links
-/// against; iproute2 and curl for the namespace tests and the demo.
+/// against; iproute2 and curl for the namespace tests and the demo; openssl (s_client) as an
+/// outside TLS client in the identity tests.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -17,6 +18,7 @@ const APT_PACKAGES: &[&str] = &[
     "zlib1g-dev",
     "iproute2",
     "curl",
+    "openssl",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
