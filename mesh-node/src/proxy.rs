@@ -206,6 +206,8 @@ impl Proxy {
                     continue;
                 }
             };
+            // Relayed bytes must not wait for Nagle (40 ms stalls with delayed ACKs).
+            let _ = stream.set_nodelay(true);
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let span = tracing::info_span!("conn", id, listener = kind.name());
             let proxy = self.clone();

@@ -196,6 +196,11 @@ impl MeshNode {
         let _ = self.child.wait();
     }
 
+    /// The process id of the running mesh-node.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the main process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -59,6 +59,7 @@ where
     ns.spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
             seen.push(peer);
+            let _ = stream.set_nodelay(true);
             tokio::spawn(handle(stream, peer));
         }
     });
@@ -84,6 +85,36 @@ pub fn echo(ns: &Netns, port: u16) -> Peers {
         let mut lines = BufReader::new(rd).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             if wr.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// An HTTP/1.1 server answering every request with `size` bytes (the benchmarks' 1 KB body).
+pub fn http_body(ns: &Netns, port: u16, size: usize) -> Peers {
+    let body = Bytes::from(vec![b'x'; size]);
+    serve(ns, port, move |stream, _| {
+        let body = body.clone();
+        async move {
+            let service = service_fn(move |_req| {
+                let body = body.clone();
+                async move { Ok::<_, Infallible>(Response::new(Full::new(body))) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    })
+}
+
+/// Echoes every byte back (the connection-rate benchmark sends one).
+pub fn byte_echo(ns: &Netns, port: u16) -> Peers {
+    serve(ns, port, |mut stream, _| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = [0u8; 512];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
                 break;
             }
         }

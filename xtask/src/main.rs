@@ -4,7 +4,9 @@
 //! - `build`: the eBPF object and every binary
 //! - `test`: setup, lints, unit tests and the network-namespace end-to-end tests
 //! - `demo`: a small mesh on network namespaces, real traffic, what the proxy saw
+//! - `bench`: Trellis against the direct path and HAProxy, written to `target/bench/`
 
+mod bench;
 mod cargo;
 mod demo;
 mod setup;
@@ -42,6 +44,11 @@ enum Command {
         #[arg(long)]
         keep: bool,
     },
+    /// Benchmarks: every arm, interleaved, several rounds (needs root).
+    Bench(bench::BenchArgs),
+    /// The benchmark load generator (run inside a pod by `bench`).
+    #[command(hide = true, subcommand)]
+    Loadgen(bench::loadgen::Load),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -60,5 +67,10 @@ fn main() -> anyhow::Result<()> {
             cargo::build(false)?;
             demo::run(keep)
         }
+        Command::Bench(args) => {
+            setup::run()?;
+            bench::run(args)
+        }
+        Command::Loadgen(load) => bench::loadgen::run(load),
     }
 }

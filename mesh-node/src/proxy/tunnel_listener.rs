@@ -51,6 +51,7 @@ impl Proxy {
                     continue;
                 }
             };
+            let _ = tcp.set_nodelay(true);
             let proxy = self.clone();
             let identities = identities.clone();
             let active = active.clone();

@@ -1,0 +1,624 @@
+//! `cargo xtask bench`: Trellis against the direct path and a standard proxy (HAProxy), on
+//! one network-namespace topology, every arm in the same run, interleaved, several rounds.
+//!
+//! Topology: node n1 with a client pod, node n2 with a server pod, joined by veths through a
+//! fabric bridge (198.18.0.0/15 only). Two pairs of pods: `mesh/*` (enrolled: the Trellis
+//! arm) and `plain/*` (not enrolled: the direct and HAProxy arms).
+//!
+//! CPU discipline on 2 cores: this process (servers) and the load generator run on CPU 0,
+//! the proxies (mesh-node, HAProxy) on CPU 1. A run whose generator used most of its core is
+//! marked `generator_saturated`.
+
+pub mod loadgen;
+
+use std::{
+    collections::BTreeMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use tests::{eventually, topology::Topology};
+
+use crate::cargo;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A smoke-test profile (well under five minutes).
+    #[arg(long, conflicts_with = "full")]
+    quick: bool,
+    /// Every rate, connection count and workload, three rounds.
+    #[arg(long)]
+    full: bool,
+    /// Arms to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    arms: Vec<Arm>,
+    /// Where results.jsonl and summary.md go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arm {
+    /// Client to server over the veths, no proxy: the floor.
+    Direct,
+    /// Through both node proxies and the mTLS tunnel.
+    TrellisMtls,
+    /// HAProxy on both nodes, plain TCP between them.
+    HaproxyTcp,
+    /// HAProxy on both nodes, TLS between them.
+    HaproxyTls,
+}
+
+impl Arm {
+    fn name(self) -> &'static str {
+        match self {
+            Arm::Direct => "direct",
+            Arm::TrellisMtls => "trellis-mtls",
+            Arm::HaproxyTcp => "haproxy-tcp",
+            Arm::HaproxyTls => "haproxy-tls",
+        }
+    }
+}
+
+struct Profile {
+    rates: Vec<u32>,
+    connections: Vec<u32>,
+    duration_secs: u64,
+    rounds: u32,
+    bulk_streams: Vec<u32>,
+}
+
+#[derive(Serialize)]
+struct Row {
+    arm: &'static str,
+    workload: String,
+    round: u32,
+    #[serde(flatten)]
+    measured: loadgen::Measured,
+    /// Proxy CPU over the window, in cores (both proxies together).
+    proxy_cpu: f64,
+    /// Proxy resident memory after the run, KiB, per proxy.
+    proxy_rss_kib: Vec<u64>,
+    generator_saturated: bool,
+    /// Bulk runs only.
+    gbit_per_sec: Option<f64>,
+    kernel: String,
+    cpu_model: String,
+    git_rev: String,
+}
+
+const HTTP_PORT: u16 = 8080;
+const ECHO_PORT: u16 = 7000;
+const IPERF_PORT: u16 = 5201;
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // The servers run in this process and the load generator is this binary: measure
+    // optimised code, whatever profile `cargo xtask` was built with.
+    if cfg!(debug_assertions) {
+        cargo::run("cargo", &["build", "--release", "--bins"])?;
+        let release = cargo::workspace_root().join("target/release/xtask");
+        let status = Command::new(release)
+            .arg("bench")
+            .args(std::env::args().skip(2))
+            .status()?;
+        if !status.success() {
+            bail!("the release benchmark run failed: {status}");
+        }
+        return Ok(());
+    }
+    // Before any thread exists, so every thread of this process (the servers) inherits it.
+    pin_to_cpu(0, 0)?;
+    let profile = if args.full {
+        Profile {
+            rates: vec![100, 1000, 5000],
+            connections: vec![1, 4, 16],
+            duration_secs: 10,
+            rounds: 3,
+            bulk_streams: vec![1, 4],
+        }
+    } else if args.quick {
+        Profile {
+            rates: vec![1000],
+            connections: vec![1],
+            duration_secs: 3,
+            rounds: 1,
+            bulk_streams: vec![1],
+        }
+    } else {
+        Profile {
+            rates: vec![1000, 5000],
+            connections: vec![1, 4],
+            duration_secs: 5,
+            rounds: 2,
+            bulk_streams: vec![1],
+        }
+    };
+    let arms: Vec<Arm> = if args.arms.is_empty() {
+        vec![Arm::Direct, Arm::TrellisMtls, Arm::HaproxyTcp, Arm::HaproxyTls]
+    } else {
+        args.arms.clone()
+    };
+    install_tools()?;
+    let release = cargo::workspace_root().join("target/release");
+    // The harness starts this mesh-node (and the controller next to it).
+    std::env::set_var("TRELLIS_NODE_BIN", release.join("mesh-node"));
+
+    let mut t = Topology::builder("bench")
+        .node("n1")
+        .node("n2")
+        .pod("n1", "mesh/mclient")
+        .pod("n2", "mesh/mserver")
+        .pod("n1", "plain/pclient")
+        .pod("n2", "plain/pserver")
+        .enrolled_namespace("mesh")
+        .controller()
+        .build()?;
+    t.start_all()?;
+    for node in ["n1", "n2"] {
+        eventually(Duration::from_secs(10), || {
+            (!t.node(node).mesh().admin("/certs")["certificates"]
+                .as_array()?
+                .is_empty())
+            .then_some(())
+        })
+        .with_context(|| format!("{node} got no certificate"))?;
+    }
+    let mesh_pids: Vec<u32> = ["n1", "n2"].iter().map(|n| t.node(n).mesh().pid()).collect();
+    for pid in &mesh_pids {
+        pin_to_cpu(*pid, 1)?;
+    }
+    for server in ["mserver", "pserver"] {
+        let ns = &t.pod(server).netns;
+        tests::servers::http_body(ns, HTTP_PORT, 1024);
+        tests::servers::byte_echo(ns, ECHO_PORT);
+    }
+    let haproxy = if arms
+        .iter()
+        .any(|a| matches!(a, Arm::HaproxyTcp | Arm::HaproxyTls))
+    {
+        start_haproxy(&t, &args.out)?
+    } else {
+        Vec::new()
+    };
+    let haproxy_pids: Vec<u32> = haproxy.iter().map(Child::id).collect();
+
+    let env = Environment::read();
+    std::fs::create_dir_all(&args.out)?;
+    let mut jsonl = std::fs::File::create(args.out.join("results.jsonl"))?;
+    let mut rows = Vec::new();
+    let idle_rss: Vec<u64> = mesh_pids.iter().map(|p| rss_kib(*p)).collect();
+
+    for round in 1..=profile.rounds {
+        let mut workloads: Vec<Workload> = Vec::new();
+        for &rate in &profile.rates {
+            for &connections in &profile.connections {
+                workloads.push(Workload::Http { rate, connections });
+            }
+        }
+        workloads.push(Workload::Connect { connections: 4 });
+        for &streams in &profile.bulk_streams {
+            workloads.push(Workload::Bulk { streams });
+        }
+        for workload in &workloads {
+            for &arm in &arms {
+                let proxies: &[u32] = match arm {
+                    Arm::Direct => &[],
+                    Arm::TrellisMtls => &mesh_pids,
+                    Arm::HaproxyTcp | Arm::HaproxyTls => &haproxy_pids,
+                };
+                let row = measure(&t, arm, workload, profile.duration_secs, proxies, round, &env)?;
+                println!(
+                    "bench: round {round} {:<13} {:<28} p50 {:>6} us p99 {:>6} us {:>9.0}/s cpu {:.3}{}",
+                    arm.name(),
+                    row.workload,
+                    row.measured.p50_us,
+                    row.measured.p99_us,
+                    row.measured.achieved_per_sec,
+                    row.proxy_cpu,
+                    row.gbit_per_sec
+                        .map(|g| format!(" {g:.2} Gbit/s"))
+                        .unwrap_or_default()
+                );
+                writeln!(jsonl, "{}", serde_json::to_string(&row)?)?;
+                rows.push(row);
+            }
+        }
+    }
+    let summary = summarize(&rows, &idle_rss, &env, &profile_name(&args));
+    std::fs::write(args.out.join("summary.md"), &summary)?;
+    println!("\n{summary}");
+    println!("results: {}", args.out.join("results.jsonl").display());
+    drop(haproxy);
+    Ok(())
+}
+
+fn profile_name(args: &BenchArgs) -> String {
+    if args.full {
+        "--full"
+    } else if args.quick {
+        "--quick"
+    } else {
+        "(default)"
+    }
+    .into()
+}
+
+enum Workload {
+    Http { rate: u32, connections: u32 },
+    Connect { connections: u32 },
+    Bulk { streams: u32 },
+}
+
+/// Where a client reaches the server on `port` in each arm.
+fn target(t: &Topology, arm: Arm, port: u16) -> (String, std::net::SocketAddr) {
+    let n1 = t.node("n1").addr;
+    match arm {
+        Arm::Direct => ("pclient".into(), (t.pod("pserver").addr, port).into()),
+        Arm::TrellisMtls => ("mclient".into(), (t.pod("mserver").addr, port).into()),
+        Arm::HaproxyTcp => ("pclient".into(), (n1, 20_000 + port % 1000).into()),
+        Arm::HaproxyTls => ("pclient".into(), (n1, 21_000 + port % 1000).into()),
+    }
+}
+
+fn measure(
+    t: &Topology,
+    arm: Arm,
+    workload: &Workload,
+    secs: u64,
+    proxies: &[u32],
+    round: u32,
+    env: &Environment,
+) -> anyhow::Result<Row> {
+    let xtask = std::env::current_exe()?;
+    let cpu_before: f64 = proxies.iter().map(|p| process_cpu_secs(*p).unwrap_or(0.0)).sum();
+    let started = std::time::Instant::now();
+    let (name, measured, gbit) = match workload {
+        Workload::Http { rate, connections } => {
+            let (client, addr) = target(t, arm, HTTP_PORT);
+            let out = pod_output(
+                t,
+                &client,
+                &xtask,
+                &[
+                    "loadgen",
+                    "http",
+                    "--target",
+                    &addr.to_string(),
+                    "--rate",
+                    &rate.to_string(),
+                    "--connections",
+                    &connections.to_string(),
+                    "--duration-secs",
+                    &secs.to_string(),
+                ],
+            )?;
+            (
+                format!("http {rate}/s x{connections} conn"),
+                serde_json::from_str(&out)?,
+                None,
+            )
+        }
+        Workload::Connect { connections } => {
+            let (client, addr) = target(t, arm, ECHO_PORT);
+            let out = pod_output(
+                t,
+                &client,
+                &xtask,
+                &[
+                    "loadgen",
+                    "connect",
+                    "--target",
+                    &addr.to_string(),
+                    "--connections",
+                    &connections.to_string(),
+                    "--duration-secs",
+                    &secs.to_string(),
+                ],
+            )?;
+            (
+                format!("connect+1B x{connections}"),
+                serde_json::from_str(&out)?,
+                None,
+            )
+        }
+        Workload::Bulk { streams } => {
+            let server = if arm == Arm::TrellisMtls {
+                "mserver"
+            } else {
+                "pserver"
+            };
+            let (client, addr) = target(t, arm, IPERF_PORT);
+            let s = t.pod(server);
+            let mut iperf_server = s
+                .netns
+                .command("iperf3", &t.cgroup.join("controller"))
+                .args(["-s", "-1", "-p", &IPERF_PORT.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?;
+            std::thread::sleep(Duration::from_millis(300));
+            let out = pod_output(
+                t,
+                &client,
+                Path::new("iperf3"),
+                &[
+                    "-c",
+                    &addr.ip().to_string(),
+                    "-p",
+                    &addr.port().to_string(),
+                    "-t",
+                    &secs.to_string(),
+                    "-P",
+                    &streams.to_string(),
+                    "-J",
+                ],
+            );
+            let _ = iperf_server.kill();
+            let _ = iperf_server.wait();
+            let json: serde_json::Value = serde_json::from_str(&out?)?;
+            let bps = json["end"]["sum_received"]["bits_per_second"]
+                .as_f64()
+                .unwrap_or(0.0);
+            (
+                format!("bulk x{streams} stream"),
+                loadgen::Measured::default(),
+                Some(bps / 1e9),
+            )
+        }
+    };
+    let measured: loadgen::Measured = measured;
+    let cpu_after: f64 = proxies.iter().map(|p| process_cpu_secs(*p).unwrap_or(0.0)).sum();
+    Ok(Row {
+        arm: arm.name(),
+        workload: name,
+        round,
+        generator_saturated: measured.generator_cpu > 0.9,
+        measured,
+        proxy_cpu: (cpu_after - cpu_before) / started.elapsed().as_secs_f64(),
+        proxy_rss_kib: proxies.iter().map(|p| rss_kib(*p)).collect(),
+        gbit_per_sec: gbit,
+        kernel: env.kernel.clone(),
+        cpu_model: env.cpu_model.clone(),
+        git_rev: env.git_rev.clone(),
+    })
+}
+
+/// Runs a program inside a client pod (its namespace and cgroup) and returns its stdout.
+fn pod_output(t: &Topology, pod: &str, program: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let p = t.pod(pod);
+    let out = p
+        .netns
+        .command(program, &p.cgroup)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", program.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {:?} in {pod}: {}",
+            program.display(),
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// HAProxy on both nodes: n1 listens on 20xxx (TCP) and 21xxx (to n2 over TLS), n2 forwards
+/// to the plain server. Ports: xxx = the server port modulo 1000.
+fn start_haproxy(t: &Topology, out: &Path) -> anyhow::Result<Vec<Child>> {
+    let dir = out.join("haproxy");
+    std::fs::create_dir_all(&dir)?;
+    let (cert, key) = mesh_controller::ca::generate_root("haproxy-bench")?;
+    std::fs::write(dir.join("server.pem"), format!("{cert}{key}"))?;
+    let (n1, n2, server) = (t.node("n1").addr, t.node("n2").addr, t.pod("pserver").addr);
+    let mut first = String::from("global\n  maxconn 4000\n  nbthread 1\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n");
+    let mut second = first.clone();
+    for port in [HTTP_PORT, ECHO_PORT, IPERF_PORT] {
+        let p = port % 1000;
+        first += &format!(
+            "listen tcp{p}\n  bind {n1}:{}\n  server s {n2}:{}\n",
+            20_000 + p,
+            20_500 + p
+        );
+        first += &format!(
+            "listen tls{p}\n  bind {n1}:{}\n  server s {n2}:{} ssl verify none\n",
+            21_000 + p,
+            21_500 + p
+        );
+        second += &format!(
+            "listen tcp{p}\n  bind {n2}:{}\n  server s {server}:{port}\n",
+            20_500 + p
+        );
+        second += &format!(
+            "listen tls{p}\n  bind {n2}:{} ssl crt {}\n  server s {server}:{port}\n",
+            21_500 + p,
+            dir.join("server.pem").display()
+        );
+    }
+    let mut children = Vec::new();
+    for (node, config) in [("n1", first), ("n2", second)] {
+        let path = dir.join(format!("{node}.cfg"));
+        std::fs::write(&path, config)?;
+        let n = t.node(node);
+        let child = n
+            .netns
+            .command("haproxy", &n.host_cgroup())
+            .args(["-db", "-f"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{node}.log")))?)
+            .spawn()
+            .context("starting haproxy")?;
+        std::thread::sleep(Duration::from_millis(200));
+        pin_to_cpu(child.id(), 1)?;
+        children.push(child);
+    }
+    Ok(children)
+}
+
+fn install_tools() -> anyhow::Result<()> {
+    let missing: Vec<&str> = ["haproxy", "iperf3"]
+        .into_iter()
+        .filter(|t| which(t).is_none())
+        .collect();
+    if !missing.is_empty() {
+        cargo::run("apt-get", &["update", "-qq"])?;
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend(&missing);
+        cargo::run("apt-get", &args)?;
+    }
+    Ok(())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Pins every thread of `pid` (0: the calling thread) to one CPU.
+fn pin_to_cpu(pid: u32, cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    let tids: Vec<i32> = if pid == 0 {
+        vec![0]
+    } else {
+        std::fs::read_dir(format!("/proc/{pid}/task"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    };
+    for tid in tids {
+        // SAFETY: as above.
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+            bail!("pinning {tid} to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// User + system CPU seconds of a process (all threads).
+pub fn process_cpu_secs(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, a)| a).context("malformed stat")?;
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f[11].parse::<f64>()? + f[12].parse::<f64>()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok(ticks / hz)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+struct Environment {
+    kernel: String,
+    cpu_model: String,
+    git_rev: String,
+}
+
+impl Environment {
+    fn read() -> Self {
+        let cmd = |p: &str, a: &[&str]| {
+            Command::new(p)
+                .args(a)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+                .unwrap_or_default()
+        };
+        let cpu_model = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+            })
+            .unwrap_or_default();
+        Self {
+            kernel: cmd("uname", &["-r"]),
+            cpu_model,
+            git_rev: cmd("git", &["rev-parse", "--short", "HEAD"]),
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Markdown: medians over rounds per (workload, arm), and what each arm adds over direct.
+fn summarize(rows: &[Row], idle_rss: &[u64], env: &Environment, profile: &str) -> String {
+    let mut by: BTreeMap<(String, &'static str), Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        by.entry((r.workload.clone(), r.arm)).or_default().push(r);
+    }
+    let mut md = format!(
+        "Profile {profile}; kernel {}, CPU {}, git {}. Medians over rounds. Latency in microseconds; \
+         \"+p50/+p99\" is added over direct (ms). Proxy CPU in cores for both proxies together; \
+         vCPU/krps = cores per 1,000 requests/s. mesh-node idle RSS: {:?} KiB.\n\n\
+         | workload | arm | p50 | p90 | p99 | p99.9 | rate/s | +p50 ms | +p99 ms | proxy CPU | vCPU/krps | RSS KiB | Gbit/s | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        env.kernel, env.cpu_model, env.git_rev, idle_rss
+    );
+    for ((workload, arm), rs) in &by {
+        let m = |f: &dyn Fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect());
+        let direct = by.get(&(workload.clone(), "direct"));
+        let dm = |f: &dyn Fn(&Row) -> f64| direct.map(|d| median(d.iter().map(|r| f(r)).collect()));
+        let p50 = m(&|r| r.measured.p50_us as f64);
+        let p99 = m(&|r| r.measured.p99_us as f64);
+        let rate = m(&|r| r.measured.achieved_per_sec);
+        let cpu = m(&|r| r.proxy_cpu);
+        let added = |v: f64, d: Option<f64>| {
+            d.map(|d| format!("{:+.3}", (v - d) / 1000.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        let gbit = rs[0]
+            .gbit_per_sec
+            .map(|_| format!("{:.2}", m(&|r| r.gbit_per_sec.unwrap_or(0.0))))
+            .unwrap_or_else(|| "-".into());
+        let saturated = if rs.iter().any(|r| r.generator_saturated) {
+            " (generator saturated)"
+        } else {
+            ""
+        };
+        md += &format!(
+            "| {workload}{saturated} | {arm} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.3} | {} | {} | {gbit} | {} |\n",
+            p50,
+            m(&|r| r.measured.p90_us as f64),
+            p99,
+            m(&|r| r.measured.p999_us as f64),
+            rate,
+            added(p50, dm(&|r| r.measured.p50_us as f64)),
+            added(p99, dm(&|r| r.measured.p99_us as f64)),
+            cpu,
+            if rate > 0.0 { format!("{:.3}", cpu / rate * 1000.0) } else { "-".into() },
+            rs.last().map(|r| format!("{:?}", r.proxy_rss_kib)).unwrap_or_default(),
+            rs.iter().map(|r| r.measured.errors).sum::<u64>(),
+        );
+    }
+    md
+}
