@@ -31,7 +31,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(config) => {
             init_logging(config.log_format);
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = config.worker_threads {
+                builder.worker_threads(n.max(1));
+            }
+            let runtime = builder.enable_all().build()?;
             runtime.block_on(app::run(*config))?;
         }
         Command::Uninstall { bpffs_dir } => {

@@ -159,6 +159,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .enrolled_namespace("mesh")
         .controller()
         .build()?;
+    // One data-plane worker per proxy, as HAProxy's nbthread 1: per-core figures.
+    for node in ["n1", "n2"] {
+        t.set_node_args(node, &["--worker-threads", "1"]);
+    }
     t.start_all()?;
     for node in ["n1", "n2"] {
         eventually(Duration::from_secs(10), || {

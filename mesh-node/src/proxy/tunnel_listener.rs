@@ -24,7 +24,11 @@ use tokio::{
 };
 use tracing::Instrument as _;
 
-use super::{relay, AccessLog, ConnResult, Proxy};
+use super::{
+    relay,
+    tunnel::{CONNECTION_WINDOW, STREAM_WINDOW},
+    AccessLog, ConnResult, Proxy,
+};
 use crate::{identity::IdentityManager, tls};
 
 /// Concurrent tunnels per connection; more wait for a free stream on the client side.
@@ -132,7 +136,10 @@ impl Proxy {
             .max_pending_accept_reset_streams(Some(50))
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .keep_alive_timeout(Duration::from_secs(10))
-            .adaptive_window(true);
+            // Fixed windows: adaptive sizing sends BDP pings with the data, extra packets and
+            // wakeups per request for a gain only on long fat links.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW);
         if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
             tracing::debug!(error = %e, "tunnel connection ended");
         }
