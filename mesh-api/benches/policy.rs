@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use mesh_api::peer_authentication::{
-    effective_mode, Mode, MutualTls, PeerAuthentication, PeerAuthenticationSpec, Target, WorkloadSelector,
+    Mode, MutualTls, PeerAuthentication, PeerAuthenticationSpec, PeerAuthentications, Target,
+    WorkloadSelector,
 };
 
 fn policies(n: usize) -> Vec<PeerAuthentication> {
@@ -47,7 +48,7 @@ fn policies(n: usize) -> Vec<PeerAuthentication> {
 }
 
 fn decision(c: &mut Criterion) {
-    let all = policies(10_000);
+    let all = PeerAuthentications::new(policies(10_000));
     let labels: BTreeMap<String, String> = [("app".to_string(), "app-7".to_string())].into();
     let target = Target {
         namespace: "ns-7",
@@ -55,13 +56,7 @@ fn decision(c: &mut Criterion) {
         port: 8080,
     };
     c.bench_function("peer_authentication decision, 10k policies", |b| {
-        b.iter(|| {
-            effective_mode(
-                std::hint::black_box(&all),
-                "istio-system",
-                std::hint::black_box(&target),
-            )
-        })
+        b.iter(|| std::hint::black_box(&all).effective("istio-system", std::hint::black_box(&target)))
     });
 }
 

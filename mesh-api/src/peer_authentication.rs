@@ -152,49 +152,96 @@ pub struct Target<'a> {
     pub port: u16,
 }
 
-/// Which mode applies to `target`, given every PeerAuthentication in the cluster.
+/// Every PeerAuthentication of the cluster, grouped by namespace and ordered oldest first,
+/// so a decision looks at two short lists instead of the whole cluster (built once per
+/// config change, consulted once per plaintext connection).
+#[derive(Debug, Clone, Default)]
+pub struct PeerAuthentications {
+    by_namespace: std::collections::HashMap<String, Vec<PeerAuthentication>>,
+}
+
+/// Serialised as the plain list of policies (by namespace, oldest first).
+impl Serialize for PeerAuthentications {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut namespaces: Vec<&String> = self.by_namespace.keys().collect();
+        namespaces.sort();
+        s.collect_seq(namespaces.into_iter().flat_map(|ns| &self.by_namespace[ns]))
+    }
+}
+
+impl PeerAuthentications {
+    pub fn new(policies: impl IntoIterator<Item = PeerAuthentication>) -> Self {
+        let mut by_namespace: std::collections::HashMap<String, Vec<PeerAuthentication>> = Default::default();
+        for p in policies {
+            by_namespace.entry(p.namespace.clone()).or_default().push(p);
+        }
+        for list in by_namespace.values_mut() {
+            list.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
+        }
+        Self { by_namespace }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_namespace.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn namespace(&self, ns: &str) -> &[PeerAuthentication] {
+        self.by_namespace.get(ns).map_or(&[], Vec::as_slice)
+    }
+
+    /// Which mode applies to `target`.
+    pub fn effective(&self, root_namespace: &str, target: &Target<'_>) -> Effective {
+        // Lists are oldest first, so the first match at a scope is the one that applies.
+        let mesh = self
+            .namespace(root_namespace)
+            .iter()
+            .find(|p| p.spec.selector.is_none());
+        let local = self.namespace(target.namespace);
+        let namespace = local.iter().find(|p| p.spec.selector.is_none());
+        let workload = local
+            .iter()
+            .find(|p| p.spec.selector.as_ref().is_some_and(|s| s.matches(target.labels)));
+
+        let mut effective = Effective {
+            mode: Mode::Permissive,
+            policy: None,
+            scope: "default",
+        };
+        let mut apply = |policy: Option<&PeerAuthentication>, mode: Option<Mode>, scope: &'static str| {
+            if let (Some(p), Some(m)) = (policy, mode) {
+                if m != Mode::Unset {
+                    effective = Effective {
+                        mode: m,
+                        policy: Some(p.reference()),
+                        scope,
+                    };
+                }
+            }
+        };
+        let mode_of = |p: Option<&PeerAuthentication>| p.and_then(|p| p.spec.mtls).map(|m| m.mode);
+        apply(mesh, mode_of(mesh), "mesh");
+        apply(namespace, mode_of(namespace), "namespace");
+        apply(workload, mode_of(workload), "workload");
+        let port_mode = workload
+            .and_then(|w| w.spec.port_level_mtls.get(&u32::from(target.port)))
+            .map(|m| m.mode);
+        apply(workload, port_mode, "port");
+        effective
+    }
+}
+
+/// Which mode applies to `target`, given every PeerAuthentication in the cluster (builds the
+/// index; hold a [`PeerAuthentications`] when deciding repeatedly).
 pub fn effective_mode(
     policies: &[PeerAuthentication],
     root_namespace: &str,
     target: &Target<'_>,
 ) -> Effective {
-    let oldest = |pred: &dyn Fn(&PeerAuthentication) -> bool| {
-        policies
-            .iter()
-            .filter(|p| pred(p))
-            .min_by(|a, b| a.age_key().cmp(&b.age_key()))
-    };
-    let mesh = oldest(&|p| p.namespace == root_namespace && p.spec.selector.is_none());
-    let namespace = oldest(&|p| p.namespace == target.namespace && p.spec.selector.is_none());
-    let workload = oldest(&|p| {
-        p.namespace == target.namespace && p.spec.selector.as_ref().is_some_and(|s| s.matches(target.labels))
-    });
-
-    let mut effective = Effective {
-        mode: Mode::Permissive,
-        policy: None,
-        scope: "default",
-    };
-    let mut apply = |policy: Option<&PeerAuthentication>, mode: Option<Mode>, scope: &'static str| {
-        if let (Some(p), Some(m)) = (policy, mode) {
-            if m != Mode::Unset {
-                effective = Effective {
-                    mode: m,
-                    policy: Some(p.reference()),
-                    scope,
-                };
-            }
-        }
-    };
-    let mode_of = |p: Option<&PeerAuthentication>| p.and_then(|p| p.spec.mtls).map(|m| m.mode);
-    apply(mesh, mode_of(mesh), "mesh");
-    apply(namespace, mode_of(namespace), "namespace");
-    apply(workload, mode_of(workload), "workload");
-    let port_mode = workload
-        .and_then(|w| w.spec.port_level_mtls.get(&u32::from(target.port)))
-        .map(|m| m.mode);
-    apply(workload, port_mode, "port");
-    effective
+    PeerAuthentications::new(policies.iter().cloned()).effective(root_namespace, target)
 }
 
 #[cfg(test)]

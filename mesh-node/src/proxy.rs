@@ -28,7 +28,7 @@ use tokio::{
 };
 use tracing::Instrument as _;
 
-use mesh_api::peer_authentication::{effective_mode, Target};
+use mesh_api::peer_authentication::Target;
 
 use crate::{datapath::OrigDstTable, identity::IdentityManager, workloads::enrollment::Registry};
 
@@ -361,8 +361,7 @@ impl Proxy {
         let Some(w) = reg.by_ip(*dst.ip()) else {
             return Ok(());
         };
-        let decision = effective_mode(
-            reg.peer_authentications(),
+        let decision = reg.peer_authentications().effective(
             &mesh.root_namespace,
             &Target {
                 namespace: &w.namespace,

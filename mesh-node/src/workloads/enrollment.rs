@@ -18,7 +18,7 @@ use serde::Serialize;
 use mesh_api::{
     identity::Identity,
     objects::Object,
-    peer_authentication::PeerAuthentication,
+    peer_authentication::PeerAuthentications,
     selection::{endpoints, Endpoint},
 };
 
@@ -44,7 +44,7 @@ pub struct Registry {
     /// Enrolled workloads on other nodes, by pod IP: reached through the tunnel.
     pub remote_endpoints: BTreeMap<Ipv4Addr, Endpoint>,
     /// Every PeerAuthentication in the cluster.
-    pub peer_authentications: Vec<PeerAuthentication>,
+    pub peer_authentications: PeerAuthentications,
     #[serde(skip)]
     by_cookie: HashMap<u64, String>,
     #[serde(skip)]
@@ -86,7 +86,7 @@ impl Registry {
         })
     }
 
-    pub fn peer_authentications(&self) -> &[PeerAuthentication] {
+    pub fn peer_authentications(&self) -> &PeerAuthentications {
         &self.peer_authentications
     }
 
@@ -171,13 +171,10 @@ impl Enroller {
     fn update_cluster(&self, objects: &[Object]) {
         let mut remote = endpoints(objects, &self.trust_domain);
         remote.retain(|_, e| e.node != self.node_name);
-        let policies = objects
-            .iter()
-            .filter_map(|o| match o {
-                Object::PeerAuthentication(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
+        let policies = PeerAuthentications::new(objects.iter().filter_map(|o| match o {
+            Object::PeerAuthentication(p) => Some(p.clone()),
+            _ => None,
+        }));
         let local: HashMap<Ipv4Addr, Identity> = {
             let mut reg = self.write();
             reg.remote_endpoints = remote;
