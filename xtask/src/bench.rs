@@ -98,6 +98,7 @@ const ECHO_PORT: u16 = 7000;
 const IPERF_PORT: u16 = 5201;
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::interrupt::install();
     // The servers run in this process and the load generator is this binary: measure
     // optimised code, whatever profile `cargo xtask` was built with.
     if cfg!(debug_assertions) {
@@ -211,6 +212,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         for workload in &workloads {
             for &arm in &arms {
+                if crate::interrupt::requested() {
+                    bail!("interrupted: tearing the topology down");
+                }
                 let proxies: &[u32] = match arm {
                     Arm::Direct => &[],
                     Arm::TrellisMtls => &mesh_pids,
@@ -234,7 +238,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let summary = summarize(&rows, &idle_rss, &env, &profile_name(&args));
+    let synthetic = synthetic_rss(&t, mesh_pids[0])?;
+    let summary = summarize(&rows, &idle_rss, &synthetic, &env, &profile_name(&args));
     std::fs::write(args.out.join("summary.md"), &summary)?;
     println!("\n{summary}");
     println!("results: {}", args.out.join("results.jsonl").display());
@@ -575,7 +580,40 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Markdown: medians over rounds per (workload, arm), and what each arm adds over direct.
-fn summarize(rows: &[Row], idle_rss: &[u64], env: &Environment, profile: &str) -> String {
+/// mesh-node's resident memory with 1k and 10k synthetic workloads in the config: enrolled
+/// pods on a node that does not exist, which every real node keeps as tunnel endpoints.
+fn synthetic_rss(t: &Topology, pid: u32) -> anyhow::Result<Vec<(usize, u64)>> {
+    let mut out = Vec::new();
+    for n in [1_000usize, 10_000] {
+        let mut yaml = String::from("apiVersion: v1\nkind: Node\nmetadata: {name: synthetic}\nstatus: {addresses: [{type: InternalIP, address: 198.18.0.99}]}\n");
+        for i in 0..n {
+            yaml += &format!(
+                "---\nkind: Pod\nmetadata: {{name: s{i}, namespace: mesh, annotations: {{trellis.dev/netns: none}}}}\nspec: {{nodeName: synthetic, serviceAccountName: sa{}}}\nstatus: {{podIP: 10.200.{}.{}}}\n",
+                i % 50,
+                i / 250,
+                i % 250 + 1
+            );
+        }
+        t.set_yaml("synthetic.yaml", Some(&yaml))?;
+        let loaded = eventually(Duration::from_secs(30), || {
+            let w = t.node("n1").mesh().admin("/workloads");
+            (w["remote_endpoints"].as_object()?.len() > n).then_some(())
+        });
+        loaded.with_context(|| format!("n1 did not load {n} synthetic workloads"))?;
+        std::thread::sleep(Duration::from_millis(500));
+        out.push((n, rss_kib(pid)));
+    }
+    t.set_yaml("synthetic.yaml", None)?;
+    Ok(out)
+}
+
+fn summarize(
+    rows: &[Row],
+    idle_rss: &[u64],
+    synthetic: &[(usize, u64)],
+    env: &Environment,
+    profile: &str,
+) -> String {
     let mut by: BTreeMap<(String, &'static str), Vec<&Row>> = BTreeMap::new();
     for r in rows {
         by.entry((r.workload.clone(), r.arm)).or_default().push(r);
@@ -583,10 +621,11 @@ fn summarize(rows: &[Row], idle_rss: &[u64], env: &Environment, profile: &str) -
     let mut md = format!(
         "Profile {profile}; kernel {}, CPU {}, git {}. Medians over rounds. Latency in microseconds; \
          \"+p50/+p99\" is added over direct (ms). Proxy CPU in cores for both proxies together; \
-         vCPU/krps = cores per 1,000 requests/s. mesh-node idle RSS: {:?} KiB.\n\n\
-         | workload | arm | p50 | p90 | p99 | p99.9 | rate/s | +p50 ms | +p99 ms | proxy CPU | vCPU/krps | RSS KiB | Gbit/s | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        env.kernel, env.cpu_model, env.git_rev, idle_rss
+         vCPU/krps = cores per 1,000 requests/s; MB/CPU-s = bulk bytes per proxy CPU-second. \
+         mesh-node RSS idle: {:?} KiB; with (synthetic workloads, KiB) on n1: {:?}.\n\n\
+         | workload | arm | p50 | p90 | p99 | p99.9 | rate/s | +p50 ms | +p99 ms | proxy CPU | vCPU/krps | RSS KiB | Gbit/s | MB/CPU-s | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        env.kernel, env.cpu_model, env.git_rev, idle_rss, synthetic
     );
     for ((workload, arm), rs) in &by {
         let m = |f: &dyn Fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect());
@@ -604,13 +643,23 @@ fn summarize(rows: &[Row], idle_rss: &[u64], env: &Environment, profile: &str) -
             .gbit_per_sec
             .map(|_| format!("{:.2}", m(&|r| r.gbit_per_sec.unwrap_or(0.0))))
             .unwrap_or_else(|| "-".into());
+        let per_cpu_second = rs[0]
+            .gbit_per_sec
+            .filter(|_| cpu > 0.0)
+            .map(|_| {
+                format!(
+                    "{:.0}",
+                    m(&|r| r.gbit_per_sec.unwrap_or(0.0)) * 1e9 / 8.0 / 1e6 / cpu
+                )
+            })
+            .unwrap_or_else(|| "-".into());
         let saturated = if rs.iter().any(|r| r.generator_saturated) {
             " (generator saturated)"
         } else {
             ""
         };
         md += &format!(
-            "| {workload}{saturated} | {arm} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.3} | {} | {} | {gbit} | {} |\n",
+            "| {workload}{saturated} | {arm} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.3} | {} | {} | {gbit} | {per_cpu_second} | {} |\n",
             p50,
             m(&|r| r.measured.p90_us as f64),
             p99,

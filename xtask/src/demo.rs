@@ -2,28 +2,14 @@
 //! mesh-node, mesh-controller and kernel programs, real traffic (curl), then what the
 //! proxies saw.
 
-use std::{
-    net::SocketAddrV4,
-    sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
-};
+use std::{net::SocketAddrV4, time::Duration};
 
 use anyhow::Context as _;
 use serde_json::Value;
 use tests::{eventually, raw, servers, topology::Topology};
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, Ordering::SeqCst);
-}
-
 pub fn run(keep: bool) -> anyhow::Result<()> {
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_interrupt as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_interrupt as *const () as libc::sighandler_t);
-    }
+    crate::interrupt::install();
     println!("\n== topology: controller (CA); node n1 with shop/web, shop/client, legacy/batch; node n2 with shop/remote");
     println!("   namespace shop is enrolled (trellis.dev/mesh=enabled), legacy is not");
     let mut t = Topology::builder("demo")
@@ -167,7 +153,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
             client.cgroup.display(),
             client.netns.name
         );
-        while !INTERRUPTED.load(Ordering::SeqCst) {
+        while !crate::interrupt::requested() {
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -9,6 +9,7 @@
 mod bench;
 mod cargo;
 mod demo;
+mod interrupt;
 mod setup;
 
 use clap::{Parser, Subcommand};
