@@ -20,6 +20,24 @@ pub mod topology;
 
 use std::time::{Duration, Instant};
 
+/// The body a successful client printed, failing the test with its stderr otherwise.
+pub fn ok_body(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "client failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A string field of an access-log event, failing the test when it is missing.
+pub fn field<'a>(event: &'a serde_json::Value, name: &str) -> &'a str {
+    event[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("access log without {name}: {event}"))
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
 pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;

@@ -10,20 +10,10 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{eventually, raw, servers, topology::Topology};
+use tests::{eventually, field, ok_body, raw, servers, topology::Topology};
 
 /// mesh-node's default proxy mark.
 const MARK: u32 = 0x539;
-
-fn ok_body(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "curl failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn peer_ip(p: SocketAddr) -> String {
     p.ip().to_string()
@@ -40,12 +30,6 @@ fn enrolled_pair(test: &str) -> Topology {
         .unwrap();
     t.start_all().unwrap();
     t
-}
-
-fn field<'a>(event: &'a Value, name: &str) -> &'a str {
-    event[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("access log without {name}: {event}"))
 }
 
 /// Enrolled pod -> enrolled pod: connect4 sends the connect to 15001, sockops records the

@@ -5,23 +5,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::{capture, controller, eventually, servers, topology::Topology};
-
-fn ok_body(out: &std::process::Output) -> String {
-    assert!(
-        out.status.success(),
-        "curl failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn field<'a>(event: &'a Value, name: &str) -> &'a str {
-    event[name]
-        .as_str()
-        .unwrap_or_else(|| panic!("access log without {name}: {event}"))
-}
+use tests::{capture, controller, eventually, field, ok_body, servers, topology::Topology};
 
 /// Two nodes with a controller: shop/a on n1, shop/e on n2 (HTTP on 8080).
 fn two_nodes(test: &str, ttl: Option<u64>) -> Topology {
