@@ -32,8 +32,12 @@ pub enum Error {
     Config(String),
 }
 
+/// The mesh's crypto provider, built once: every tunnel connection and renewal uses it.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(mesh_api::crypto::provider())
+    static PROVIDER: std::sync::OnceLock<Arc<CryptoProvider>> = std::sync::OnceLock::new();
+    PROVIDER
+        .get_or_init(|| Arc::new(mesh_api::crypto::provider()))
+        .clone()
 }
 
 /// The SPIFFE identity in a certificate: its single URI SAN.

@@ -42,6 +42,7 @@ impl Proxy {
         mut shutdown: watch::Receiver<bool>,
         active: mpsc::Sender<()>,
     ) {
+        let mut server_config = ServerConfigCache::default();
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
@@ -56,13 +57,20 @@ impl Proxy {
                 }
             };
             let _ = tcp.set_nodelay(true);
+            let config = match server_config.current(&identities) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "tunnel TLS configuration");
+                    continue;
+                }
+            };
             let proxy = self.clone();
             let identities = identities.clone();
             let active = active.clone();
             let span = tracing::info_span!("tunnel", %peer);
             tokio::spawn(
                 async move {
-                    proxy.tunnel_connection(tcp, peer, identities).await;
+                    proxy.tunnel_connection(tcp, peer, identities, config).await;
                     drop(active);
                 }
                 .instrument(span),
@@ -75,16 +83,9 @@ impl Proxy {
         tcp: TcpStream,
         peer: SocketAddr,
         identities: Arc<IdentityManager>,
+        config: Arc<rustls::ServerConfig>,
     ) {
-        let config =
-            match tls::server_config(identities.roots(), identities.clone(), identities.trust_domain()) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "tunnel TLS configuration");
-                    return;
-                }
-            };
-        let accept = tokio_rustls::TlsAcceptor::from(Arc::new(config)).accept(tcp);
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
         let stream = match tokio::time::timeout(Duration::from_secs(10), accept).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -213,6 +214,35 @@ impl Proxy {
             .in_current_span(),
         );
         status(StatusCode::OK)
+    }
+}
+
+/// The 15008 server configuration, rebuilt only when the trust bundle changes (the client
+/// verifier parses every root; certificates are looked up live by SNI, so renewals need no
+/// rebuild).
+#[derive(Default)]
+struct ServerConfigCache {
+    built_for: Option<(Arc<rustls::RootCertStore>, Arc<rustls::ServerConfig>)>,
+}
+
+impl ServerConfigCache {
+    fn current(
+        &mut self,
+        identities: &Arc<IdentityManager>,
+    ) -> Result<Arc<rustls::ServerConfig>, tls::Error> {
+        let roots = identities.roots();
+        if let Some((built, config)) = &self.built_for {
+            if Arc::ptr_eq(built, &roots) {
+                return Ok(config.clone());
+            }
+        }
+        let config = Arc::new(tls::server_config(
+            roots.clone(),
+            identities.clone(),
+            identities.trust_domain(),
+        )?);
+        self.built_for = Some((roots, config.clone()));
+        Ok(config)
     }
 }
 
