@@ -251,7 +251,7 @@ impl Datapath {
         let pin = self.links_dir.join(pin_name);
         let prog: &mut T = self.program(name)?;
         if pin.exists() {
-            let prog_fd = program_fd(self.ebpf.program(name))?;
+            let prog_fd = program_fd(&self.ebpf, name)?;
             let link = sys::obj_get(&pin).map_err(|source| Error::Pin {
                 what: "opening pinned link",
                 path: pin.clone(),
@@ -411,7 +411,7 @@ impl Datapath {
             } else {
                 programs::GUARD_TO_POD
             };
-            let prog_fd = program_fd(self.ebpf.program(name))?;
+            let prog_fd = program_fd(&self.ebpf, name)?;
             let Ok(link) = sys::obj_get(&pin) else { continue };
             if let Err(e) = sys::link_update(&link, prog_fd) {
                 // The veth is gone (the link is defunct); reconciliation removes the pin.
@@ -507,13 +507,14 @@ fn guard_kinds() -> [(&'static str, &'static str, TcAttachType); 2] {
     ]
 }
 
-fn program_fd(prog: Option<&aya::programs::Program>) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+/// The fd of a loaded program of the object, by name (errors name the program).
+fn program_fd<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<std::os::fd::BorrowedFd<'a>, Error> {
     use std::os::fd::AsFd as _;
-    let prog = prog.ok_or(Error::Program {
-        name: "?",
+    let prog = ebpf.program(name).ok_or(Error::Program {
+        name,
         source: aya::programs::ProgramError::NotLoaded,
     })?;
-    prog.fd().map(|fd| fd.as_fd()).map_err(program_error("?"))
+    prog.fd().map(|fd| fd.as_fd()).map_err(program_error(name))
 }
 
 /// Unpinning a link drops the last reference, which detaches it.
