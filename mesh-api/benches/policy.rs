@@ -17,10 +17,10 @@ fn policies(n: usize) -> Vec<PeerAuthentication> {
                 match_labels: [("app".to_string(), format!("app-{}", i % 40))].into(),
             });
             PeerAuthentication {
-                namespace,
-                name: format!("p-{i}"),
-                created: None,
-                order: i,
+                meta: mesh_api::objects::Meta {
+                    order: i,
+                    ..mesh_api::objects::Meta::named(&namespace, &format!("p-{i}"))
+                },
                 spec: PeerAuthenticationSpec {
                     port_level_mtls: if selector.is_some() {
                         [(

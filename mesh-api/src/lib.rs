@@ -3,6 +3,7 @@
 
 pub mod crypto;
 pub mod identity;
+pub mod istio;
 pub mod objects;
 pub mod peer_authentication;
 pub mod selection;

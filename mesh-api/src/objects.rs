@@ -11,7 +11,13 @@ use std::{
 
 use serde::{de::DeserializeOwned, Deserialize};
 
-use crate::peer_authentication::{PeerAuthentication, PeerAuthenticationSpec};
+use serde::Serialize;
+
+use crate::istio::{
+    networking::{DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec, VirtualServiceSpec},
+    security::{AuthorizationPolicySpec, PeerAuthenticationSpec, RequestAuthenticationSpec},
+    Kind, Resource,
+};
 
 /// Pod annotation naming its network namespace: a name under `/run/netns` or an absolute
 /// path (`/proc/<pid>/ns/net`).
@@ -31,13 +37,54 @@ pub enum SourceError {
 }
 
 /// The objects Trellis understands. Other kinds are kept by name so they can be reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
     Node(Node),
-    PeerAuthentication(PeerAuthentication),
+    VirtualService(Resource<VirtualServiceSpec>),
+    DestinationRule(Resource<DestinationRuleSpec>),
+    ServiceEntry(Resource<ServiceEntrySpec>),
+    Gateway(Resource<GatewaySpec>),
+    Sidecar(Resource<SidecarSpec>),
+    PeerAuthentication(Resource<PeerAuthenticationSpec>),
+    RequestAuthentication(Resource<RequestAuthenticationSpec>),
+    AuthorizationPolicy(Resource<AuthorizationPolicySpec>),
     Other { kind: String, name: String },
+}
+
+/// The metadata Trellis uses, for every kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Meta {
+    pub name: String,
+    /// Empty for cluster-scoped kinds; `default` when a namespaced object names none.
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `metadata.creationTimestamp` (RFC 3339), when present.
+    pub creation_timestamp: Option<String>,
+    /// Position in the source, the tie-breaker when timestamps are absent or equal.
+    pub order: usize,
+}
+
+impl Meta {
+    /// A namespaced object's metadata with only its name.
+    pub fn named(namespace: &str, name: &str) -> Self {
+        Self {
+            name: name.into(),
+            namespace: namespace.into(),
+            ..Self::default()
+        }
+    }
+
+    /// `namespace/name` (just `name` for cluster-scoped kinds).
+    pub fn key(&self) -> String {
+        if self.namespace.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}/{}", self.namespace, self.name)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +234,8 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, SourceErr
             .ok_or_else(|| invalid(format!(" ({kind})"), "missing field `metadata.name`".into()))?;
         let object = format!(" ({kind} {name})");
         let api_version = header.api_version.unwrap_or_default();
+        let order = objects.len();
+        let fail = |message: String| invalid(object.clone(), message);
         objects.push(match kind.as_str() {
             "Namespace" => {
                 let doc: Doc<Ignored, Ignored> = typed(value).map_err(|e| invalid(object.clone(), e))?;
@@ -240,34 +289,54 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, SourceErr
                     .transpose()?;
                 Object::Node(Node { name, internal_ip })
             }
-            "PeerAuthentication" if api_version.starts_with("security.istio.io/") => {
-                if !matches!(
-                    api_version.as_str(),
-                    "security.istio.io/v1beta1" | "security.istio.io/v1"
-                ) {
-                    return Err(invalid(
-                        object,
-                        format!(
-                            "apiVersion {api_version} is not supported: use security.istio.io/v1 or v1beta1"
-                        ),
-                    ));
-                }
-                let doc: Doc<PeerAuthenticationSpec, Ignored> =
-                    typed(value).map_err(|e| invalid(object.clone(), e))?;
-                let policy = PeerAuthentication {
-                    namespace: doc.metadata.namespace.unwrap_or_else(|| "default".into()),
-                    name,
-                    created: doc.metadata.creation_timestamp,
-                    order: objects.len(),
-                    spec: doc.spec,
-                };
-                policy.validate().map_err(|e| invalid(object.clone(), e))?;
-                Object::PeerAuthentication(policy)
+            "VirtualService" => Object::VirtualService(istio(value, &api_version, order).map_err(fail)?),
+            "DestinationRule" => Object::DestinationRule(istio(value, &api_version, order).map_err(fail)?),
+            "ServiceEntry" => Object::ServiceEntry(istio(value, &api_version, order).map_err(fail)?),
+            "Gateway" => Object::Gateway(istio(value, &api_version, order).map_err(fail)?),
+            "Sidecar" => Object::Sidecar(istio(value, &api_version, order).map_err(fail)?),
+            "PeerAuthentication" => {
+                Object::PeerAuthentication(istio(value, &api_version, order).map_err(fail)?)
+            }
+            "RequestAuthentication" => {
+                Object::RequestAuthentication(istio(value, &api_version, order).map_err(fail)?)
+            }
+            "AuthorizationPolicy" => {
+                Object::AuthorizationPolicy(istio(value, &api_version, order).map_err(fail)?)
             }
             _ => Object::Other { kind, name },
         });
     }
     Ok(objects)
+}
+
+/// An Istio object of kind `S`, typed and validated as Istio validates it.
+fn istio<S: Kind>(value: serde_yaml::Value, api_version: &str, order: usize) -> Result<Resource<S>, String> {
+    if !S::accepts(api_version) {
+        let versions: Vec<String> = S::VERSIONS.iter().map(|v| format!("{}/{v}", S::GROUP)).collect();
+        return Err(format!(
+            "apiVersion {api_version:?} is not one of {}: use one of {}",
+            S::KIND,
+            versions.join(", ")
+        ));
+    }
+    let doc: Doc<S, Ignored> = typed(value)?;
+    let errors = doc.spec.validate();
+    if !errors.is_empty() {
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        return Err(lines.join("; "));
+    }
+    let m = doc.metadata;
+    Ok(Resource {
+        meta: Meta {
+            name: m.name.unwrap_or_default(),
+            namespace: m.namespace.unwrap_or_else(|| "default".into()),
+            labels: m.labels,
+            annotations: m.annotations,
+            creation_timestamp: m.creation_timestamp,
+            order,
+        },
+        spec: doc.spec,
+    })
 }
 
 fn netns_path(value: &str) -> PathBuf {

@@ -14,9 +14,12 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+use crate::istio::{FieldError, Resource};
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Mode {
     #[default]
@@ -33,7 +36,7 @@ impl Mode {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PeerAuthenticationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -48,7 +51,7 @@ pub struct PeerAuthenticationSpec {
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct WorkloadSelector {
     #[serde(default)]
@@ -61,7 +64,7 @@ impl WorkloadSelector {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MutualTls {
     #[serde(default)]
@@ -91,46 +94,47 @@ fn port_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, MutualTls>,
 }
 
 /// One PeerAuthentication object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PeerAuthentication {
-    pub namespace: String,
-    pub name: String,
-    /// `metadata.creationTimestamp` (RFC 3339), when present.
-    pub created: Option<String>,
-    /// Position in the source, the tie-breaker when timestamps are absent or equal.
-    pub order: usize,
-    pub spec: PeerAuthenticationSpec,
+pub type PeerAuthentication = Resource<PeerAuthenticationSpec>;
+
+impl PeerAuthenticationSpec {
+    /// Istio's own validation rules for this kind.
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        if !self.port_level_mtls.is_empty() && self.selector.is_none() {
+            errors.push(FieldError::new(
+                "spec.portLevelMtls",
+                "requires spec.selector (Istio applies port-level mTLS to selected workloads only)",
+            ));
+        }
+        if let Some(p) = self.port_level_mtls.keys().find(|p| **p == 0 || **p > 65_535) {
+            errors.push(FieldError::new(
+                "spec.portLevelMtls",
+                format!("port {p} must be in 1..=65535"),
+            ));
+        }
+        errors
+    }
 }
 
 impl PeerAuthentication {
-    /// Istio's own validation rules for this kind.
-    pub fn validate(&self) -> Result<(), String> {
-        if !self.spec.port_level_mtls.is_empty() && self.spec.selector.is_none() {
-            return Err("spec.portLevelMtls requires spec.selector (Istio applies port-level mTLS to selected workloads only)".into());
-        }
-        if let Some(p) = self
-            .spec
-            .port_level_mtls
-            .keys()
-            .find(|p| **p == 0 || **p > 65_535)
-        {
-            return Err(format!("spec.portLevelMtls: port {p} must be in 1..=65535"));
-        }
-        Ok(())
-    }
-
     /// Istio: oldest creationTimestamp, then name, then namespace. Policies without a
     /// timestamp (a YAML directory) sort after those with one, in source order.
     fn age_key(&self) -> (bool, Option<&str>, Option<(&str, &str)>, usize) {
-        let tie = self
-            .created
+        let m = &self.meta;
+        let tie = m
+            .creation_timestamp
             .as_ref()
-            .map(|_| (self.name.as_str(), self.namespace.as_str()));
-        (self.created.is_none(), self.created.as_deref(), tie, self.order)
+            .map(|_| (m.name.as_str(), m.namespace.as_str()));
+        (
+            m.creation_timestamp.is_none(),
+            m.creation_timestamp.as_deref(),
+            tie,
+            m.order,
+        )
     }
 
     fn reference(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
+        self.meta.key()
     }
 }
 
@@ -173,7 +177,7 @@ impl PeerAuthentications {
     pub fn new(policies: impl IntoIterator<Item = PeerAuthentication>) -> Self {
         let mut by_namespace: std::collections::HashMap<String, Vec<PeerAuthentication>> = Default::default();
         for p in policies {
-            by_namespace.entry(p.namespace.clone()).or_default().push(p);
+            by_namespace.entry(p.meta.namespace.clone()).or_default().push(p);
         }
         for list in by_namespace.values_mut() {
             list.sort_by(|a, b| a.age_key().cmp(&b.age_key()));
@@ -258,10 +262,7 @@ mod tests {
     ) -> PeerAuthentication {
         let (namespace, name) = reference.split_once('/').unwrap();
         PeerAuthentication {
-            namespace: namespace.into(),
-            name: name.into(),
-            created: None,
-            order: 0,
+            meta: crate::objects::Meta::named(namespace, name),
             spec: PeerAuthenticationSpec {
                 selector: selector.map(|(k, v)| WorkloadSelector {
                     match_labels: [(k.to_string(), v.to_string())].into(),
@@ -317,25 +318,27 @@ mod tests {
     fn the_oldest_policy_at_a_scope_wins() {
         let mut older = policy("shop/a", None, Strict, &[]);
         let mut newer = policy("shop/b", None, Disable, &[]);
-        older.created = Some("2024-01-01T00:00:00Z".into());
-        newer.created = Some("2025-01-01T00:00:00Z".into());
+        older.meta.creation_timestamp = Some("2024-01-01T00:00:00Z".into());
+        newer.meta.creation_timestamp = Some("2025-01-01T00:00:00Z".into());
         assert_eq!(decide(&[newer.clone(), older.clone()], 80).0, Strict);
         // Without timestamps, source order decides.
-        older.created = None;
-        newer.created = None;
-        newer.order = 0;
-        older.order = 1;
+        older.meta.creation_timestamp = None;
+        newer.meta.creation_timestamp = None;
+        newer.meta.order = 0;
+        older.meta.order = 1;
         assert_eq!(decide(&[older, newer], 80).0, Disable);
     }
 
     #[test]
     fn validation_follows_istio() {
         let mut p = policy("shop/x", None, Strict, &[(8080, Disable)]);
-        assert!(p.validate().unwrap_err().contains("requires spec.selector"));
+        assert!(p.spec.field_errors()[0]
+            .message
+            .contains("requires spec.selector"));
         p.spec.selector = Some(WorkloadSelector::default());
-        assert_eq!(p.validate(), Ok(()));
+        assert_eq!(p.spec.field_errors(), []);
         p.spec.port_level_mtls.insert(0, MutualTls { mode: Strict });
-        assert!(p.validate().unwrap_err().contains("1..=65535"));
+        assert!(p.spec.field_errors()[0].message.contains("1..=65535"));
     }
 
     #[test]
