@@ -53,6 +53,42 @@ pub enum Object {
     Other { kind: String, name: String },
 }
 
+impl Object {
+    /// The kind, as in `kind:`.
+    pub fn kind(&self) -> &str {
+        match self {
+            Object::Namespace(_) => "Namespace",
+            Object::Pod(_) => "Pod",
+            Object::Node(_) => "Node",
+            Object::VirtualService(_) => "VirtualService",
+            Object::DestinationRule(_) => "DestinationRule",
+            Object::ServiceEntry(_) => "ServiceEntry",
+            Object::Gateway(_) => "Gateway",
+            Object::Sidecar(_) => "Sidecar",
+            Object::PeerAuthentication(_) => "PeerAuthentication",
+            Object::RequestAuthentication(_) => "RequestAuthentication",
+            Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
+            Object::Other { kind, .. } => kind,
+        }
+    }
+
+    /// The spec of an Istio object as it serialises back (for round trips and dumps).
+    pub fn istio_spec(&self) -> Option<serde_json::Value> {
+        let value = match self {
+            Object::VirtualService(r) => serde_json::to_value(&r.spec),
+            Object::DestinationRule(r) => serde_json::to_value(&r.spec),
+            Object::ServiceEntry(r) => serde_json::to_value(&r.spec),
+            Object::Gateway(r) => serde_json::to_value(&r.spec),
+            Object::Sidecar(r) => serde_json::to_value(&r.spec),
+            Object::PeerAuthentication(r) => serde_json::to_value(&r.spec),
+            Object::RequestAuthentication(r) => serde_json::to_value(&r.spec),
+            Object::AuthorizationPolicy(r) => serde_json::to_value(&r.spec),
+            _ => return None,
+        };
+        Some(value.expect("Istio specs serialise to JSON"))
+    }
+}
+
 /// The metadata Trellis uses, for every kind.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Meta {
