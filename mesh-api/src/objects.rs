@@ -5,13 +5,10 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
-use serde::{de::DeserializeOwned, Deserialize};
-
-use serde::Serialize;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::istio::{
     networking::{DestinationRuleSpec, GatewaySpec, ServiceEntrySpec, SidecarSpec, VirtualServiceSpec},
@@ -19,9 +16,12 @@ use crate::istio::{
     Kind, Resource,
 };
 
-/// Pod annotation naming its network namespace: a name under `/run/netns` or an absolute
-/// path (`/proc/<pid>/ns/net`).
-pub const NETNS_ANNOTATION: &str = "trellis.dev/netns";
+pub mod kubernetes;
+
+pub use self::kubernetes::{
+    EndpointSlice, Namespace, Node, Pod, Service, ServiceAccount, ServicePort, SliceEndpoint, SlicePort,
+    NETNS_ANNOTATION,
+};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SourceError {
@@ -42,6 +42,9 @@ pub enum Object {
     Namespace(Namespace),
     Pod(Pod),
     Node(Node),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    ServiceAccount(ServiceAccount),
     VirtualService(Resource<VirtualServiceSpec>),
     DestinationRule(Resource<DestinationRuleSpec>),
     ServiceEntry(Resource<ServiceEntrySpec>),
@@ -60,6 +63,9 @@ impl Object {
             Object::Namespace(_) => "Namespace",
             Object::Pod(_) => "Pod",
             Object::Node(_) => "Node",
+            Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
+            Object::ServiceAccount(_) => "ServiceAccount",
             Object::VirtualService(_) => "VirtualService",
             Object::DestinationRule(_) => "DestinationRule",
             Object::ServiceEntry(_) => "ServiceEntry",
@@ -123,32 +129,6 @@ impl Meta {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Namespace {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pod {
-    pub namespace: String,
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub service_account: String,
-    pub node_name: Option<String>,
-    pub host_network: bool,
-    pub ip: Option<Ipv4Addr>,
-    pub netns: Option<PathBuf>,
-}
-
-/// A Kubernetes Node: where its pods' traffic is tunnelled to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Node {
-    pub name: String,
-    /// `status.addresses[type=InternalIP]`.
-    pub internal_ip: Option<Ipv4Addr>,
-}
-
 #[derive(Deserialize)]
 struct Header {
     #[serde(rename = "apiVersion")]
@@ -169,45 +149,17 @@ pub(crate) struct Metadata {
 }
 
 #[derive(Deserialize)]
-struct Doc<Spec, Status> {
+pub(crate) struct Doc<Spec, Status> {
     #[serde(default)]
-    metadata: Metadata,
+    pub metadata: Metadata,
     #[serde(default)]
-    spec: Spec,
+    pub spec: Spec,
     #[serde(default)]
-    status: Status,
+    pub status: Status,
 }
 
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct PodSpec {
-    service_account_name: Option<String>,
-    node_name: Option<String>,
-    #[serde(default)]
-    host_network: bool,
-}
-
-#[derive(Deserialize, Default)]
-struct PodStatus {
-    #[serde(rename = "podIP")]
-    pod_ip: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-struct NodeStatus {
-    #[serde(default)]
-    addresses: Vec<NodeAddress>,
-}
-
-#[derive(Deserialize)]
-struct NodeAddress {
-    #[serde(rename = "type")]
-    kind: String,
-    address: String,
-}
-
-#[derive(Deserialize, Default)]
-struct Ignored {}
+pub(crate) struct Ignored {}
 
 /// Reads every YAML file in `dir` (not recursive), in name order.
 pub fn read_dir(dir: &Path) -> Result<Vec<Object>, SourceError> {
@@ -231,7 +183,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Object>, SourceError> {
 }
 
 /// Deserialises with the path of the failing field in the error ("spec.mtls.mode: ...").
-fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
+pub(crate) fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
@@ -246,103 +198,79 @@ fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
 pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, SourceError> {
     let mut objects = Vec::new();
     for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let document = i + 1;
-        let invalid = |object: String, message: String| SourceError::Invalid {
+        let invalid = |e: ObjectError| SourceError::Invalid {
             path: path.into(),
-            document,
-            object,
-            message,
+            document: i + 1,
+            object: e.object,
+            message: e.message,
         };
         // Syntax errors carry their line here.
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| invalid(String::new(), e.to_string()))?;
+        let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
+            invalid(ObjectError {
+                object: String::new(),
+                message: e.to_string(),
+            })
+        })?;
         if value.is_null() {
             continue; // an empty document, e.g. a trailing `---`
         }
-        let header: Header = typed(value.clone()).map_err(|e| invalid(String::new(), e))?;
-        let kind = header
-            .kind
-            .ok_or_else(|| invalid(String::new(), "missing field `kind`".into()))?;
-        let meta: Doc<Ignored, Ignored> =
-            typed(value.clone()).map_err(|e| invalid(format!(" ({kind})"), e))?;
-        let name = meta
-            .metadata
-            .name
-            .ok_or_else(|| invalid(format!(" ({kind})"), "missing field `metadata.name`".into()))?;
-        let object = format!(" ({kind} {name})");
-        let api_version = header.api_version.unwrap_or_default();
-        let order = objects.len();
-        let fail = |message: String| invalid(object.clone(), message);
-        objects.push(match kind.as_str() {
-            "Namespace" => {
-                let doc: Doc<Ignored, Ignored> = typed(value).map_err(|e| invalid(object.clone(), e))?;
-                Object::Namespace(Namespace {
-                    name,
-                    labels: doc.metadata.labels,
-                })
-            }
-            "Pod" => {
-                let doc: Doc<PodSpec, PodStatus> = typed(value).map_err(|e| invalid(object.clone(), e))?;
-                let ip = doc
-                    .status
-                    .pod_ip
-                    .map(|ip| {
-                        ip.parse::<Ipv4Addr>().map_err(|_| {
-                            invalid(
-                                object.clone(),
-                                format!("status.podIP {ip:?} is not an IPv4 address"),
-                            )
-                        })
-                    })
-                    .transpose()?;
-                let meta = doc.metadata;
-                let netns = meta.annotations.get(NETNS_ANNOTATION).map(|v| netns_path(v));
-                Object::Pod(Pod {
-                    namespace: meta.namespace.unwrap_or_else(|| "default".into()),
-                    name,
-                    labels: meta.labels,
-                    service_account: doc.spec.service_account_name.unwrap_or_else(|| "default".into()),
-                    node_name: doc.spec.node_name,
-                    host_network: doc.spec.host_network,
-                    ip,
-                    netns,
-                })
-            }
-            "Node" => {
-                let doc: Doc<Ignored, NodeStatus> = typed(value).map_err(|e| invalid(object.clone(), e))?;
-                let internal_ip = doc
-                    .status
-                    .addresses
-                    .iter()
-                    .find(|a| a.kind == "InternalIP")
-                    .map(|a| {
-                        a.address.parse::<Ipv4Addr>().map_err(|_| {
-                            invalid(
-                                object.clone(),
-                                format!("status.addresses InternalIP {:?} is not IPv4", a.address),
-                            )
-                        })
-                    })
-                    .transpose()?;
-                Object::Node(Node { name, internal_ip })
-            }
-            "VirtualService" => Object::VirtualService(istio(value, &api_version, order).map_err(fail)?),
-            "DestinationRule" => Object::DestinationRule(istio(value, &api_version, order).map_err(fail)?),
-            "ServiceEntry" => Object::ServiceEntry(istio(value, &api_version, order).map_err(fail)?),
-            "Gateway" => Object::Gateway(istio(value, &api_version, order).map_err(fail)?),
-            "Sidecar" => Object::Sidecar(istio(value, &api_version, order).map_err(fail)?),
-            "PeerAuthentication" => {
-                Object::PeerAuthentication(istio(value, &api_version, order).map_err(fail)?)
-            }
-            "RequestAuthentication" => {
-                Object::RequestAuthentication(istio(value, &api_version, order).map_err(fail)?)
-            }
-            "AuthorizationPolicy" => {
-                Object::AuthorizationPolicy(istio(value, &api_version, order).map_err(fail)?)
-            }
-            _ => Object::Other { kind, name },
-        });
+        objects.push(parse_object(value, objects.len()).map_err(invalid)?);
     }
     Ok(objects)
+}
+
+/// Why one object was refused: `object` is ` (Kind name)` or empty when unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectError {
+    pub object: String,
+    pub message: String,
+}
+
+/// Parses one object, whatever its source (a YAML document, or the API server's JSON
+/// converted with `serde_yaml::to_value`). `order` is its position in the source.
+pub fn parse_object(value: serde_yaml::Value, order: usize) -> Result<Object, ObjectError> {
+    let err = |object: String, message: String| ObjectError { object, message };
+    let header: Header = typed(value.clone()).map_err(|e| err(String::new(), e))?;
+    let kind = header
+        .kind
+        .ok_or_else(|| err(String::new(), "missing field `kind`".into()))?;
+    let doc: Doc<Ignored, Ignored> = typed(value.clone()).map_err(|e| err(format!(" ({kind})"), e))?;
+    let name = doc
+        .metadata
+        .name
+        .ok_or_else(|| err(format!(" ({kind})"), "missing field `metadata.name`".into()))?;
+    let object = format!(" ({kind} {name})");
+    let api_version = header.api_version.unwrap_or_default();
+    let fail = |message: String| err(object.clone(), message);
+    Ok(match kind.as_str() {
+        "VirtualService" => Object::VirtualService(istio(value, &api_version, order).map_err(fail)?),
+        "DestinationRule" => Object::DestinationRule(istio(value, &api_version, order).map_err(fail)?),
+        "ServiceEntry" => Object::ServiceEntry(istio(value, &api_version, order).map_err(fail)?),
+        "Gateway" => Object::Gateway(istio(value, &api_version, order).map_err(fail)?),
+        "Sidecar" => Object::Sidecar(istio(value, &api_version, order).map_err(fail)?),
+        "PeerAuthentication" => Object::PeerAuthentication(istio(value, &api_version, order).map_err(fail)?),
+        "RequestAuthentication" => {
+            Object::RequestAuthentication(istio(value, &api_version, order).map_err(fail)?)
+        }
+        "AuthorizationPolicy" => {
+            Object::AuthorizationPolicy(istio(value, &api_version, order).map_err(fail)?)
+        }
+        _ => match kubernetes::parse(&kind, value, order) {
+            Some(parsed) => parsed.map_err(fail)?,
+            None => Object::Other { kind, name },
+        },
+    })
+}
+
+pub(crate) fn meta(m: Metadata, order: usize) -> Meta {
+    Meta {
+        name: m.name.unwrap_or_default(),
+        namespace: m.namespace.unwrap_or_else(|| "default".into()),
+        labels: m.labels,
+        annotations: m.annotations,
+        creation_timestamp: m.creation_timestamp,
+        order,
+    }
 }
 
 /// An Istio object of kind `S`, typed and validated as Istio validates it.
@@ -361,26 +289,10 @@ fn istio<S: Kind>(value: serde_yaml::Value, api_version: &str, order: usize) -> 
         let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Err(lines.join("; "));
     }
-    let m = doc.metadata;
     Ok(Resource {
-        meta: Meta {
-            name: m.name.unwrap_or_default(),
-            namespace: m.namespace.unwrap_or_else(|| "default".into()),
-            labels: m.labels,
-            annotations: m.annotations,
-            creation_timestamp: m.creation_timestamp,
-            order,
-        },
+        meta: meta(doc.metadata, order),
         spec: doc.spec,
     })
-}
-
-fn netns_path(value: &str) -> PathBuf {
-    if value.starts_with('/') {
-        PathBuf::from(value)
-    } else {
-        Path::new("/run/netns").join(value)
-    }
 }
 
 #[cfg(test)]
@@ -405,7 +317,7 @@ mod tests {
         );
         assert_eq!(
             err("kind: Pod\nmetadata: {name: web}\nstatus: {podIP: 10.1.1.300}\n"),
-            "pods.yaml document 1 (Pod web): status.podIP \"10.1.1.300\" is not an IPv4 address"
+            "pods.yaml document 1 (Pod web): status.podIP \"10.1.1.300\" is not an IPv4 address (Trellis captures IPv4 only)"
         );
         assert_eq!(
             err("kind: Pod\nmetadata: {name: web}\nspec: {hostNetwork: maybe}\n"),
@@ -429,7 +341,7 @@ mod tests {
             objs,
             [Object::Node(Node {
                 name: "n2".into(),
-                internal_ip: Some(Ipv4Addr::new(198, 18, 0, 2))
+                internal_ip: Some(std::net::Ipv4Addr::new(198, 18, 0, 2))
             })]
         );
     }
@@ -438,13 +350,13 @@ mod tests {
     fn other_kinds_and_empty_documents_are_accepted() {
         let objs = parse_documents(
             Path::new("x.yaml"),
-            "---\nkind: Service\nmetadata: {name: web}\n---\n",
+            "---\nkind: ConfigMap\nmetadata: {name: web}\n---\n",
         )
         .unwrap();
         assert_eq!(
             objs,
             [Object::Other {
-                kind: "Service".into(),
+                kind: "ConfigMap".into(),
                 name: "web".into()
             }]
         );
