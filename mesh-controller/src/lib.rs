@@ -6,3 +6,4 @@ pub mod authz;
 pub mod ca;
 pub mod config;
 pub mod service;
+pub mod source;

@@ -1,0 +1,41 @@
+//! Where the controller's objects come from: a directory of YAML (standalone) or the
+//! Kubernetes API. Both publish the same thing, a [`Snapshot`] of every object, on a
+//! `tokio::sync::watch` channel; the compiler does not know which source fed it.
+
+pub mod directory;
+
+use std::sync::Arc;
+
+use mesh_api::objects::Object;
+use serde::Serialize;
+
+/// Everything the controller knows at one moment.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    /// Every object read, in source order (the tie-breaker Istio's precedence rules need
+    /// when timestamps are absent).
+    pub objects: Vec<Object>,
+    /// Bumped by the source on every change.
+    pub revision: u64,
+    /// Problems with the source itself. Directory: the whole directory was refused and
+    /// `objects` is the last good state. Kubernetes: objects that were refused one by one
+    /// and left out (the rest applies).
+    pub problems: Vec<Problem>,
+}
+
+/// One refused input, said the way an operator finds it: file and document, or object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// `pods.yaml document 2` or `VirtualService shop/reviews`.
+    pub origin: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.origin, self.message)
+    }
+}
+
+/// The receiving end every consumer (compiler, CA inventory, admin) holds.
+pub type Snapshots = tokio::sync::watch::Receiver<Arc<Snapshot>>;
