@@ -12,7 +12,7 @@ pub mod security;
 use std::fmt;
 
 use schemars::JsonSchema;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::objects::Meta;
 
@@ -66,7 +66,7 @@ impl fmt::Display for FieldError {
 }
 
 /// An object of kind `S`: the metadata Trellis uses and the typed spec.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Resource<S> {
     pub meta: Meta,
     pub spec: S,

@@ -4,6 +4,7 @@
 pub mod crypto;
 pub mod identity;
 pub mod istio;
+pub mod node_config;
 pub mod objects;
 pub mod peer_authentication;
 pub mod selection;

@@ -19,8 +19,8 @@ use crate::istio::{
 pub mod kubernetes;
 
 pub use self::kubernetes::{
-    EndpointSlice, Namespace, Node, Pod, Service, ServiceAccount, ServicePort, SliceEndpoint, SlicePort,
-    NETNS_ANNOTATION,
+    EndpointSlice, IntOrString, Namespace, Node, Pod, Service, ServiceAccount, ServicePort, SliceEndpoint,
+    SlicePort, NETNS_ANNOTATION,
 };
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -96,7 +96,8 @@ impl Object {
 }
 
 /// The metadata Trellis uses, for every kind.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Meta {
     pub name: String,
     /// Empty for cluster-scoped kinds; `default` when a namespaced object names none.

@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use crate::objects::NETNS_ANNOTATION;
 use crate::{identity::Identity, objects::Object};
@@ -14,7 +14,7 @@ use crate::{identity::Identity, objects::Object};
 pub const MESH_LABEL: &str = "trellis.dev/mesh";
 
 /// An enrolled workload: one pod on this node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Workload {
     pub namespace: String,
     pub name: String,
@@ -38,14 +38,14 @@ impl Workload {
 
 /// A pod that was not enrolled, and why: shown on the admin endpoint so an operator can
 /// tell a typo from an intentional opt-out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Skipped {
     pub pod: String,
     pub reason: String,
 }
 
 /// The decision for this node.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
     pub enrolled: Vec<Workload>,
     pub skipped: Vec<Skipped>,
@@ -115,7 +115,7 @@ pub fn select(objects: &[Object], node_name: &str) -> Selection {
 }
 
 /// An enrolled workload anywhere in the cluster, as a destination.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
     /// `namespace/name`.
     pub workload: String,
