@@ -3,7 +3,10 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile(["istio/v1/auth/ca.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["istio/v1/auth/ca.proto", "trellis/config/v1/config.proto"],
+        ["proto"],
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -1,6 +1,7 @@
 //! What Trellis reads and decides, as plain data and pure functions, shared by the
 //! controller, the node and (later) `mesh-ctl`.
 
+pub mod analysis;
 pub mod crypto;
 pub mod identity;
 pub mod istio;
@@ -8,9 +9,16 @@ pub mod node_config;
 pub mod objects;
 pub mod peer_authentication;
 pub mod selection;
+pub mod status;
 
 /// Istio's CA service, `istio.v1.auth.IstioCertificateService` (generated).
 pub mod ca {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("istio.v1.auth");
+}
+
+/// The controller-to-node config stream, `trellis.config.v1.ConfigDiscovery` (generated).
+pub mod config_stream {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("trellis.config.v1");
 }

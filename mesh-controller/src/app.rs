@@ -1,69 +1,101 @@
-//! Wiring: the CA, the inventory refresh, the TLS gRPC server.
+//! Wiring: the source of objects, the compiler's diagnostics, the TLS gRPC server (config
+//! stream and CA on one port, as istiod does), and the debug endpoint.
 
 use std::{
+    collections::BTreeSet,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use mesh_api::ca::istio_certificate_service_server::IstioCertificateServiceServer;
+use mesh_api::{
+    ca::istio_certificate_service_server::IstioCertificateServiceServer,
+    config_stream::config_discovery_server::ConfigDiscoveryServer, node_config::Options,
+};
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
 use crate::{
     authz::NodeTokens,
     ca::CertificateAuthority,
     config::Config,
-    service::{CaService, Inventory},
+    debug::{self, DebugState},
+    distribution::{ConfigService, SyncTable},
+    service::CaService,
+    source::{self, Snapshots},
 };
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     mesh_api::crypto::install_default();
     let ca = Arc::new(CertificateAuthority::load_or_generate(&config.ca_dir)?);
-    let tokens = NodeTokens::load(&config.node_tokens)?;
-    let inventory = Arc::new(RwLock::new(Inventory::default()));
-    refresh(&config, &inventory);
-    {
-        let (config, inventory) = (config.clone(), inventory.clone());
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                refresh(&config, &inventory);
-            }
-        });
-    }
+    let tokens = Arc::new(NodeTokens::load(&config.node_tokens)?);
+    let snapshots = source::directory::watch(config.config_dir.clone());
+    let source = format!("directory {}", config.config_dir.display());
+
+    let diagnostics = Arc::new(RwLock::new(Vec::new()));
+    tokio::spawn(report_diagnostics(snapshots.clone(), diagnostics.clone()));
+
+    let debug_listener = tokio::net::TcpListener::bind(config.debug_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding the debug endpoint on {}: {e}", config.debug_addr))?;
+    let table = SyncTable::default();
+    tokio::spawn(debug::serve(
+        debug_listener,
+        Arc::new(DebugState {
+            source,
+            snapshots: snapshots.clone(),
+            table: table.clone(),
+            diagnostics,
+        }),
+    ));
+
     let (cert, key) = ca.serving_cert(&config.server_name)?;
-    let service = CaService {
+    let ca_service = CaService {
         ca,
-        tokens,
-        inventory,
+        tokens: tokens.clone(),
+        snapshots: snapshots.clone(),
         trust_domain: config.trust_domain.clone(),
         default_ttl: Duration::from_secs(config.default_ttl_secs),
         max_ttl: Duration::from_secs(config.max_ttl_secs),
     };
-    tracing::info!(listen = %config.listen, server_name = %config.server_name, "CA service starting");
+    let config_service = ConfigService {
+        tokens,
+        snapshots,
+        options: Options {
+            trust_domain: config.trust_domain.clone(),
+            root_namespace: config.root_namespace.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+        },
+        table,
+    };
+    tracing::info!(listen = %config.listen, server_name = %config.server_name, debug = %config.debug_addr, "config stream and CA starting");
     Server::builder()
         .tls_config(ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key)))?
-        .add_service(IstioCertificateServiceServer::new(service))
+        .add_service(IstioCertificateServiceServer::new(ca_service))
+        .add_service(ConfigDiscoveryServer::new(config_service))
         .serve_with_shutdown(config.listen, shutdown())
         .await?;
     tracing::info!("stopped");
     Ok(())
 }
 
-fn refresh(config: &Config, inventory: &RwLock<Inventory>) {
-    let read = mesh_api::objects::read_dir(&config.config_dir);
-    let mut inv = inventory.write().unwrap_or_else(|p| p.into_inner());
-    match read {
-        Ok(objects) => {
-            inv.objects = objects;
-            inv.error = None;
-        }
-        Err(e) => {
-            let message = e.to_string();
-            if inv.error.as_deref() != Some(message.as_str()) {
-                tracing::error!(error = %message, "config directory rejected; keeping the last good inventory");
+/// Logs what the compiler finds once per new finding, and keeps the current list for
+/// `/debug/syncz`.
+async fn report_diagnostics(
+    mut snapshots: Snapshots,
+    current: Arc<RwLock<Vec<mesh_api::node_config::Diagnostic>>>,
+) {
+    let mut logged = BTreeSet::new();
+    snapshots.mark_changed();
+    while snapshots.changed().await.is_ok() {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let found = mesh_api::analysis::unsupported_fields(&snapshot.objects);
+        for d in &found {
+            let line = d.to_string();
+            if !logged.contains(&line) {
+                tracing::warn!(object = %d.object, field = %d.field, "{}", d.message);
+                logged.insert(line);
             }
-            inv.error = Some(message);
         }
+        *current.write().unwrap_or_else(|p| p.into_inner()) = found;
     }
 }
 

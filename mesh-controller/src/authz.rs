@@ -46,6 +46,24 @@ impl NodeTokens {
     }
 }
 
+/// The node a request comes from, by its `authorization: Bearer <token>` metadata.
+pub fn authenticate(
+    tokens: &NodeTokens,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<String, tonic::Status> {
+    let token = metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            tonic::Status::unauthenticated("missing `authorization: Bearer <node token>` metadata")
+        })?;
+    tokens
+        .node_for(token)
+        .map(str::to_string)
+        .ok_or_else(|| tonic::Status::unauthenticated("unknown node token: check the node's --token-file"))
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;

@@ -23,7 +23,7 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
 
-    /// Where the CA service listens (Istio's istiod port).
+    /// Where the config stream and the CA service listen (Istio's istiod port).
     #[arg(long, env = "TRELLIS_CA_ADDR", default_value = "0.0.0.0:15012")]
     pub listen: SocketAddr,
 
@@ -47,6 +47,19 @@ pub struct Config {
     /// Longest lifetime granted, whatever the request asks, in seconds (90 days).
     #[arg(long, env = "TRELLIS_MAX_CERT_TTL_SECS", default_value_t = 90 * 86_400)]
     pub max_ttl_secs: u64,
+
+    /// Debug endpoint (`/debug/syncz`, `/debug/config_dump?node=`) read by `mesh-ctl status`
+    /// and `proxy-config` (Istio's istiod uses 15014).
+    #[arg(long, env = "TRELLIS_DEBUG_ADDR", default_value = "127.0.0.1:15014")]
+    pub debug_addr: SocketAddr,
+
+    /// Istio's root namespace: policies there without a selector apply mesh-wide.
+    #[arg(long, env = "TRELLIS_ROOT_NAMESPACE", default_value = "istio-system")]
+    pub root_namespace: String,
+
+    /// Kubernetes cluster domain, for service host names (`name.namespace.svc.<domain>`).
+    #[arg(long, env = "TRELLIS_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
 
     /// Log format: human text or one JSON object per line.
     #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]

@@ -5,5 +5,7 @@ pub mod app;
 pub mod authz;
 pub mod ca;
 pub mod config;
+pub mod debug;
+pub mod distribution;
 pub mod service;
 pub mod source;

@@ -1,10 +1,7 @@
 //! `istio.v1.auth.IstioCertificateService/CreateCertificate`: authenticate the node by its
 //! bearer token, check it may hold the identity its CSR asks for, sign.
 
-use std::{
-    sync::{Arc, RwLock},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use mesh_api::{
     ca::{
@@ -12,24 +9,16 @@ use mesh_api::{
         IstioCertificateResponse,
     },
     identity::Identity,
-    objects::Object,
 };
 use tonic::{Request, Response, Status};
 
-use crate::{authz, ca::CertificateAuthority};
-
-/// The workloads known to the controller, refreshed from the config directory.
-#[derive(Default)]
-pub struct Inventory {
-    pub objects: Vec<Object>,
-    /// The last error reading the directory; the previous objects stay in force.
-    pub error: Option<String>,
-}
+use crate::{authz, ca::CertificateAuthority, source::Snapshots};
 
 pub struct CaService {
     pub ca: Arc<CertificateAuthority>,
-    pub tokens: authz::NodeTokens,
-    pub inventory: Arc<RwLock<Inventory>>,
+    pub tokens: Arc<authz::NodeTokens>,
+    /// What the controller knows: which workloads run where.
+    pub snapshots: Snapshots,
     pub trust_domain: String,
     pub default_ttl: Duration,
     pub max_ttl: Duration,
@@ -41,27 +30,13 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let token = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("missing `authorization: Bearer <node token>` metadata")
-            })?;
-        let node = self
-            .tokens
-            .node_for(token)
-            .ok_or_else(|| Status::unauthenticated("unknown node token: check the node's --ca-token-file"))?
-            .to_string();
+        let node = authz::authenticate(&self.tokens, request.metadata())?;
         let req = request.into_inner();
         let identity = requested_identity(&req.csr)?;
-        {
-            let inventory = self.inventory.read().unwrap_or_else(|p| p.into_inner());
-            if let Err(reason) = authz::entitled(&inventory.objects, &self.trust_domain, &node, &identity) {
-                tracing::warn!(%node, %identity, %reason, "certificate refused");
-                return Err(Status::permission_denied(reason));
-            }
+        let snapshot = self.snapshots.borrow().clone();
+        if let Err(reason) = authz::entitled(&snapshot.objects, &self.trust_domain, &node, &identity) {
+            tracing::warn!(%node, %identity, %reason, "certificate refused");
+            return Err(Status::permission_denied(reason));
         }
         let ttl = match u64::try_from(req.validity_duration) {
             Ok(0) | Err(_) => self.default_ttl,

@@ -7,7 +7,7 @@ pub mod directory;
 use std::sync::Arc;
 
 use mesh_api::objects::Object;
-use serde::Serialize;
+pub use mesh_api::status::Problem;
 
 /// Everything the controller knows at one moment.
 #[derive(Debug, Default, Clone)]
@@ -21,20 +21,6 @@ pub struct Snapshot {
     /// `objects` is the last good state. Kubernetes: objects that were refused one by one
     /// and left out (the rest applies).
     pub problems: Vec<Problem>,
-}
-
-/// One refused input, said the way an operator finds it: file and document, or object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Problem {
-    /// `pods.yaml document 2` or `VirtualService shop/reviews`.
-    pub origin: String,
-    pub message: String,
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.origin, self.message)
-    }
 }
 
 /// The receiving end every consumer (compiler, CA inventory, admin) holds.
