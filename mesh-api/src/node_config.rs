@@ -100,6 +100,25 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// What a node checks before applying a config: things the compiler never produces but a
+    /// broken or foreign controller could.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut ips = BTreeSet::new();
+        for w in &self.workloads {
+            if !ips.insert(w.ip) {
+                return Err(format!("workloads: two workloads have the address {}", w.ip));
+            }
+            if !w.netns.is_absolute() {
+                return Err(format!(
+                    "workloads: {}: netns {} is not an absolute path",
+                    w.key(),
+                    w.netns.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The sections whose content differs from `old` (all of them when `old` is `None`).
     pub fn changed_sections(&self, old: Option<&NodeConfig>) -> Vec<&'static str> {
         SECTIONS

@@ -9,9 +9,10 @@
 
 use std::{
     convert::Infallible,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex},
 };
 
+use arc_swap::ArcSwap;
 use http_body_util::Full;
 use hyper::{body::Bytes, server::conn::http1, service::service_fn, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -28,7 +29,9 @@ use crate::{
 /// What the admin endpoint reads.
 pub struct AdminState {
     pub config: Config,
-    pub registry: Arc<RwLock<Registry>>,
+    pub registry: Arc<ArcSwap<Registry>>,
+    /// The config stream: version in force, connection, last NACK.
+    pub control: Arc<std::sync::Mutex<crate::control::ControlStatus>>,
     pub datapath: Arc<Mutex<Datapath>>,
     pub orig_dst: Arc<OrigDstTable>,
     pub stats: Arc<ProxyStats>,
@@ -66,15 +69,32 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
 fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/ready" => {
-            let passes = state.registry.read().unwrap_or_else(|p| p.into_inner()).passes;
-            if passes > 0 {
+            if state.registry.load().passes > 0 {
                 text(StatusCode::OK, "ready\n")
             } else {
-                text(StatusCode::SERVICE_UNAVAILABLE, "enrolling\n")
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "waiting for the first config from the controller\n",
+                )
             }
         }
         "/config_dump" => json(&state.config),
-        "/workloads" => json(&*state.registry.read().unwrap_or_else(|p| p.into_inner())),
+        "/workloads" => json(&**state.registry.load()),
+        "/control" => {
+            #[derive(Serialize)]
+            struct Control {
+                #[serde(flatten)]
+                status: crate::control::ControlStatus,
+                /// Seconds since the config in force was applied.
+                age_secs: Option<u64>,
+            }
+            let status = state.control.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let age_secs = status
+                .applied_at
+                .and_then(|t| t.elapsed().ok())
+                .map(|d| d.as_secs());
+            json(&Control { status, age_secs })
+        }
         "/datapath" => {
             let view = state
                 .datapath
@@ -125,7 +145,7 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
         },
         "/" => text(
             StatusCode::OK,
-            "/ready /config_dump /workloads /datapath /stats /certs\n",
+            "/ready /config_dump /control /workloads /datapath /stats /certs\n",
         ),
         other => text(StatusCode::NOT_FOUND, &format!("no admin page {other}; try /\n")),
     }

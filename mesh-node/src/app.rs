@@ -1,7 +1,8 @@
 //! Wiring: datapath, enrollment, listeners, admin, and the shutdown sequence.
 //!
-//! Threads: the tokio runtime runs the listeners, relays and admin; enrollment passes run on
-//! the blocking pool (they make syscalls and briefly enter pod namespaces on helper threads).
+//! Threads: the tokio runtime runs the listeners, relays, admin and the config stream;
+//! enrollment passes run on the blocking pool (they make syscalls and briefly enter pod
+//! namespaces on helper threads).
 //!
 //! Shutdown (SIGTERM/SIGINT): the listeners close at once, so the kernel refuses new captured
 //! connects (fail closed; the pinned programs stay), while established connections get the
@@ -9,8 +10,10 @@
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex},
 };
+
+use arc_swap::ArcSwap;
 
 use tokio::{
     net::TcpListener,
@@ -20,6 +23,7 @@ use tokio::{
 use crate::{
     admin::{self, AdminState},
     config::Config,
+    control::{ControlClient, ControlStatus},
     datapath::{self, cgroup, netns, Datapath, Settings},
     identity::{CaSettings, IdentityManager},
     proxy::{tunnel::TunnelClient, Listener, MeshSecurity, Proxy},
@@ -77,7 +81,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     );
     let datapath = Arc::new(Mutex::new(datapath));
     let orig_dst = Arc::new(orig_dst);
-    let registry = Arc::new(RwLock::new(Registry::default()));
+    let registry = Arc::new(ArcSwap::from_pointee(Registry::default()));
 
     let bind = |what, port| async move {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
@@ -99,20 +103,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let (drained_tx, drained_rx) = watch::channel(false);
     let (active_tx, mut active_rx) = mpsc::channel::<()>(1);
 
-    let identities = match (&config.ca_addr, &config.ca_root, &config.ca_token_file) {
-        (Some(addr), Some(root), Some(token)) => Some(Arc::new(IdentityManager::new(CaSettings {
-            addr: *addr,
-            server_name: config.ca_server_name.clone(),
-            root_file: root.clone(),
-            token_file: token.clone(),
-            trust_domain: config.trust_domain.clone(),
-            ttl: config.cert_ttl(),
-        })?)),
-        _ => {
-            tracing::warn!("no CA configured (--ca-addr): no workload identities, no tunnel, PeerAuthentication not enforced");
-            None
-        }
-    };
+    let identities = Some(Arc::new(IdentityManager::new(CaSettings {
+        addr: config.controller_addr,
+        server_name: config.controller_server_name.clone(),
+        root_file: config.controller_root.clone(),
+        token_file: config.token_file.clone(),
+        trust_domain: config.trust_domain.clone(),
+        ttl: config.cert_ttl(),
+    })?));
     let mut proxy = Proxy::new(
         config.node_ip,
         [config.outbound_port, config.inbound_port],
@@ -167,7 +165,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
     drop(active_tx);
 
+    let control_status = Arc::new(Mutex::new(ControlStatus::default()));
     let admin_state = Arc::new(AdminState {
+        control: control_status.clone(),
         config: config.clone(),
         registry: registry.clone(),
         datapath: datapath.clone(),
@@ -177,40 +177,21 @@ pub async fn run(config: Config) -> Result<(), Error> {
     });
     tokio::spawn(admin::serve(admin_listener, admin_state, shutdown_rx.clone()));
 
-    let enrollment = {
-        let mut enroller = Enroller::new(
-            datapath.clone(),
-            registry.clone(),
-            config.node_name.clone(),
-            config.trust_domain.clone(),
-            identities.clone(),
-        );
-        let dir = config.config_dir.clone();
-        let interval = config.poll_interval();
-        let mut shutdown = shutdown_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                let (e, d) = (enroller, dir.clone());
-                enroller = match tokio::task::spawn_blocking(move || {
-                    let mut e = e;
-                    e.pass(&d);
-                    e
-                })
-                .await
-                {
-                    Ok(e) => e,
-                    Err(err) => {
-                        tracing::error!(error = %err, "enrollment pass panicked; enrollment stopped");
-                        return;
-                    }
-                };
-                tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
-                    _ = shutdown.wait_for(|s| *s) => return,
-                }
-            }
-        })
+    let enroller = Enroller::new(
+        datapath.clone(),
+        registry.clone(),
+        config.node_name.clone(),
+        config.trust_domain.clone(),
+        identities.clone(),
+    );
+    let control = ControlClient {
+        node_name: config.node_name.clone(),
+        identities: identities
+            .clone()
+            .expect("the node always has an identity manager"),
+        status: control_status.clone(),
     };
+    let enrollment = tokio::spawn(control.run(enroller, shutdown_rx.clone()));
 
     wait_for_signal().await?;
     tracing::info!(

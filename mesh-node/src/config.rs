@@ -17,15 +17,6 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_NODE_IP")]
     pub node_ip: Ipv4Addr,
 
-    /// Directory of Kubernetes-shaped YAML (Namespaces and Pods) describing the workloads.
-    /// Watched: editing it enrolls and unenrolls pods while the node runs.
-    #[arg(long, env = "TRELLIS_CONFIG_DIR")]
-    pub config_dir: PathBuf,
-
-    /// How often the config directory is re-read, in milliseconds.
-    #[arg(long, env = "TRELLIS_POLL_INTERVAL_MS", default_value_t = 500)]
-    pub poll_interval_ms: u64,
-
     /// Outbound capture listener port (Istio's 15001).
     #[arg(long, env = "TRELLIS_OUTBOUND_PORT", default_value_t = mesh_common::ports::OUTBOUND)]
     pub outbound_port: u16,
@@ -75,27 +66,28 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
 
-    /// The controller's CA service (host:port). Without it the node holds no identities:
-    /// no tunnel, no mTLS, and PeerAuthentication is not enforced.
-    #[arg(long, env = "TRELLIS_CA_ADDR", requires_all = ["ca_root", "ca_token_file"])]
-    pub ca_addr: Option<std::net::SocketAddr>,
+    /// The controller (host:port): the node's config stream and its CA. The node enforces
+    /// nothing but what the controller sends (and keeps the last of it while the controller
+    /// is away).
+    #[arg(long, env = "TRELLIS_CONTROLLER_ADDR")]
+    pub controller_addr: std::net::SocketAddr,
 
-    /// DNS name in the CA service's certificate.
+    /// DNS name in the controller's serving certificate.
     #[arg(
         long,
-        env = "TRELLIS_CA_SERVER_NAME",
+        env = "TRELLIS_CONTROLLER_SERVER_NAME",
         default_value = "mesh-controller.trellis-system.svc"
     )]
-    pub ca_server_name: String,
+    pub controller_server_name: String,
 
-    /// PEM bundle of the mesh's root(s), to trust the CA service before the first response.
-    #[arg(long, env = "TRELLIS_CA_ROOT")]
-    pub ca_root: Option<PathBuf>,
+    /// PEM bundle of the mesh's root(s), to trust the controller before the first CA response.
+    #[arg(long, env = "TRELLIS_CONTROLLER_ROOT")]
+    pub controller_root: PathBuf,
 
-    /// File holding this node's bootstrap token for the CA.
-    #[arg(long, env = "TRELLIS_CA_TOKEN_FILE")]
+    /// File holding this node's bootstrap token, its credential towards the controller.
+    #[arg(long, env = "TRELLIS_TOKEN_FILE")]
     #[serde(skip_serializing)]
-    pub ca_token_file: Option<PathBuf>,
+    pub token_file: PathBuf,
 
     /// Lifetime of workload certificates asked from the CA, in seconds; they are renewed at
     /// about half of it.
@@ -127,9 +119,6 @@ pub struct Config {
 }
 
 impl Config {
-    pub fn poll_interval(&self) -> Duration {
-        Duration::from_millis(self.poll_interval_ms)
-    }
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
     }

@@ -361,6 +361,35 @@ impl IdentityManager {
         }
     }
 
+    /// A TLS channel to the controller (CA and config stream), trusting the current bundle.
+    /// `timeout` bounds each request; long-lived streams pass `None`.
+    pub async fn controller_channel(
+        &self,
+        timeout: Option<Duration>,
+    ) -> Result<tonic::transport::Channel, String> {
+        let trust_pem = self.trust.read().unwrap_or_else(|p| p.into_inner()).pem.clone();
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(trust_pem))
+            .domain_name(self.settings.server_name.clone());
+        let unreachable = |e: &dyn std::fmt::Display| format!("unreachable at {}: {e}", self.settings.addr);
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("https://{}", self.settings.addr))
+            .map_err(|e| unreachable(&e))?
+            .tls_config(tls)
+            .map_err(|e| unreachable(&e))?
+            .connect_timeout(Duration::from_secs(3));
+        if let Some(t) = timeout {
+            endpoint = endpoint.timeout(t);
+        }
+        endpoint.connect().await.map_err(|e| unreachable(&e))
+    }
+
+    /// `authorization: Bearer <node token>` for requests to the controller.
+    pub fn bearer(&self) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
+        format!("Bearer {}", self.token)
+            .parse()
+            .map_err(|_| "the node token is not valid ASCII".to_string())
+    }
+
     async fn fetch(&self, id: &Identity) -> Result<WorkloadCert, String> {
         let key = rcgen::KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
         let mut params = rcgen::CertificateParams::default();
@@ -372,30 +401,16 @@ impl IdentityManager {
             .and_then(|c| c.pem())
             .map_err(|e| format!("building the CSR: {e}"))?;
 
-        let trust_pem = self.trust.read().unwrap_or_else(|p| p.into_inner()).pem.clone();
-        let tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(trust_pem))
-            .domain_name(self.settings.server_name.clone());
-        let unreachable =
-            |e: &dyn std::fmt::Display| format!("CA unreachable at {}: {e}", self.settings.addr);
-        let channel = tonic::transport::Endpoint::from_shared(format!("https://{}", self.settings.addr))
-            .map_err(|e| unreachable(&e))?
-            .tls_config(tls)
-            .map_err(|e| unreachable(&e))?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
-            .connect()
+        let channel = self
+            .controller_channel(Some(Duration::from_secs(10)))
             .await
-            .map_err(|e| unreachable(&e))?;
+            .map_err(|e| format!("CA {e}"))?;
         let mut request = tonic::Request::new(IstioCertificateRequest {
             csr,
             validity_duration: self.settings.ttl.as_secs() as i64,
             metadata: None,
         });
-        let bearer = format!("Bearer {}", self.token)
-            .parse()
-            .map_err(|_| "the CA token is not valid ASCII".to_string())?;
-        request.metadata_mut().insert("authorization", bearer);
+        request.metadata_mut().insert("authorization", self.bearer()?);
         let chain = IstioCertificateServiceClient::new(channel)
             .create_certificate(request)
             .await

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod datapath;
 pub mod identity;
 pub mod proxy;

@@ -15,11 +15,12 @@ use std::{
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, RwLock,
+        Arc,
     },
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
 use mesh_common::{OrigDst, SockTuple, DIRECTION_INBOUND, DIRECTION_OUTBOUND};
 use serde::Serialize;
 use tokio::{
@@ -128,7 +129,7 @@ pub struct Proxy {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub orig_dst: Arc<OrigDstTable>,
-    pub registry: Arc<RwLock<Registry>>,
+    pub registry: Arc<ArcSwap<Registry>>,
     pub stats: Arc<ProxyStats>,
     pub mesh: Option<MeshSecurity>,
     next_id: AtomicU64,
@@ -156,7 +157,7 @@ impl Proxy {
         connect_timeout: Duration,
         idle_timeout: Duration,
         orig_dst: Arc<OrigDstTable>,
-        registry: Arc<RwLock<Registry>>,
+        registry: Arc<ArcSwap<Registry>>,
     ) -> Self {
         Self {
             node_ip,
@@ -172,8 +173,10 @@ impl Proxy {
         }
     }
 
-    fn registry(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
-        self.registry.read().unwrap_or_else(|p| p.into_inner())
+    /// The registry in force now. A connection takes it once and decides everything with
+    /// it, so a config change never gives one connection a mix of two versions.
+    fn registry(&self) -> Arc<Registry> {
+        self.registry.load_full()
     }
 
     fn trust_domain(&self) -> &str {
@@ -234,6 +237,7 @@ impl Proxy {
         drained: impl std::future::Future<Output = ()>,
     ) {
         let started = Instant::now();
+        let reg = self.registry();
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         let local = client.local_addr().ok();
@@ -248,7 +252,6 @@ impl Proxy {
             ..AccessLog::default()
         };
         if let Some(o) = orig {
-            let reg = self.registry();
             let td = self.trust_domain();
             if let Some(w) = reg.by_netns_cookie(o.src_netns_cookie) {
                 log.src = Some(w.key());
@@ -271,7 +274,7 @@ impl Proxy {
                 if *dst.ip() == self.node_ip && self.ports.contains(&dst.port()) {
                     ConnResult::Loop
                 } else {
-                    match self.open_upstream(kind, &o, dst, &mut log).await {
+                    match self.open_upstream(&reg, kind, &o, dst, &mut log).await {
                         Ok(Upstream::Direct(upstream)) => {
                             return self.finish(client, upstream, drained, log, started).await;
                         }
@@ -318,16 +321,16 @@ impl Proxy {
     /// callers (15006) are first checked against PeerAuthentication.
     async fn open_upstream(
         &self,
+        reg: &Registry,
         kind: Listener,
         orig: &OrigDst,
         dst: SocketAddrV4,
         log: &mut AccessLog,
     ) -> Result<Upstream, ConnResult> {
         if kind == Listener::Inbound {
-            self.admit_plaintext(orig, dst, log)?;
+            self.admit_plaintext(reg, orig, dst, log)?;
         }
         let remote = {
-            let reg = self.registry();
             let src = reg
                 .by_netns_cookie(orig.src_netns_cookie)
                 .map(|w| w.identity(self.trust_domain()));
@@ -352,12 +355,12 @@ impl Proxy {
     /// PeerAuthentication for a plaintext caller of a local workload.
     fn admit_plaintext(
         &self,
+        reg: &Registry,
         orig: &OrigDst,
         dst: SocketAddrV4,
         log: &mut AccessLog,
     ) -> Result<(), ConnResult> {
         let Some(mesh) = &self.mesh else { return Ok(()) };
-        let reg = self.registry();
         let Some(w) = reg.by_ip(*dst.ip()) else {
             return Ok(());
         };

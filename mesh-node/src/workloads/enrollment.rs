@@ -1,25 +1,31 @@
-//! Applying a [`Selection`] to the datapath and keeping the registry the proxy and admin read.
+//! Applying a [`NodeConfig`] from the controller to the datapath, and publishing the registry
+//! the proxy and admin read.
 //!
 //! Reconciliation is level-based: every pass compares what should be enrolled with what is,
-//! so a missed edit, a pod whose namespace appears late, or an agent restart all converge the
+//! so a missed update, a pod whose netns appears late, or an agent restart all converge the
 //! same way. A pod that cannot be enrolled yet (its netns or veth is missing) is reported and
 //! retried on the next pass; it never blocks the others.
+//!
+//! The registry is immutable once published: a pass builds the next one and swaps it in
+//! whole, so a connection (which takes the registry once) sees one config version, never a
+//! mix. (The kernel maps change during the pass, just before the publish: a connection
+//! captured in between from a pod the registry does not know yet has no source identity and
+//! cannot use the tunnel; it fails closed.)
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::Ipv4Addr,
-    path::Path,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex},
     time::SystemTime,
 };
+
+use arc_swap::ArcSwap;
 
 use serde::Serialize;
 
 use mesh_api::{
-    identity::Identity,
-    objects::Object,
-    peer_authentication::PeerAuthentications,
-    selection::{endpoints, Endpoint},
+    identity::Identity, node_config::NodeConfig, peer_authentication::PeerAuthentications,
+    selection::Endpoint,
 };
 
 use super::{Selection, Skipped, Workload};
@@ -29,7 +35,7 @@ use crate::{
 };
 
 /// What the proxy and the admin endpoint know about enrolled workloads.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Clone, Serialize)]
 pub struct Registry {
     /// Enrolled workloads with their kernel-side identity.
     pub workloads: BTreeMap<String, EnrolledWorkload>,
@@ -37,9 +43,11 @@ pub struct Registry {
     pub failed: Vec<Skipped>,
     /// Pods deliberately left out, with the reason.
     pub skipped: Vec<Skipped>,
-    /// The last error reading the config directory; the previous state stays in force.
-    pub source_error: Option<String>,
-    /// Completed reconcile passes; 0 until the first one finished.
+    /// The controller's config version this registry enforces (0: none yet).
+    pub config_version: u64,
+    /// When that version was applied.
+    pub config_applied_at: Option<SystemTime>,
+    /// Completed reconcile passes; 0 until the first config was applied.
     pub passes: u64,
     /// Enrolled workloads on other nodes, by pod IP: reached through the tunnel.
     pub remote_endpoints: BTreeMap<Ipv4Addr, Endpoint>,
@@ -112,10 +120,13 @@ impl Registry {
     }
 }
 
-/// Drives enrollment from the config directory.
+/// Drives enrollment from the controller's config.
 pub struct Enroller {
     pub datapath: Arc<Mutex<Datapath>>,
-    pub registry: Arc<RwLock<Registry>>,
+    /// What the proxy reads; replaced whole after each pass.
+    pub published: Arc<ArcSwap<Registry>>,
+    /// The next registry, built by a pass.
+    registry: Registry,
     pub node_name: String,
     pub trust_domain: String,
     /// Told which identities this node needs, when mTLS is configured.
@@ -126,14 +137,15 @@ pub struct Enroller {
 impl Enroller {
     pub fn new(
         datapath: Arc<Mutex<Datapath>>,
-        registry: Arc<RwLock<Registry>>,
+        published: Arc<ArcSwap<Registry>>,
         node_name: String,
         trust_domain: String,
         identities: Option<Arc<IdentityManager>>,
     ) -> Self {
         Self {
             datapath,
-            registry,
+            published,
+            registry: Registry::default(),
             node_name,
             trust_domain,
             identities,
@@ -141,56 +153,44 @@ impl Enroller {
         }
     }
 
-    /// One reconcile pass over the directory.
-    pub fn pass(&mut self, dir: &Path) {
-        match mesh_api::objects::read_dir(dir) {
-            Ok(objects) => {
-                let selection = super::select(&objects, &self.node_name);
-                self.apply(&selection);
-                self.update_cluster(&objects);
-                self.write().source_error = None;
-            }
-            Err(e) => {
-                let message = e.to_string();
-                let mut reg = self.write();
-                if reg.source_error.as_deref() != Some(message.as_str()) {
-                    tracing::error!(error = %message, "config directory rejected; keeping the last good state");
-                }
-                reg.source_error = Some(message);
-            }
+    /// One reconcile pass: brings the datapath and the registry to `config` (version
+    /// `version`), then publishes the registry.
+    pub fn pass(&mut self, config: &NodeConfig, version: u64) {
+        let selection = Selection {
+            enrolled: config.workloads.clone(),
+            skipped: config.skipped.clone(),
+        };
+        self.apply(&selection);
+        self.update_cluster(config);
+        let reg = &mut self.registry;
+        if reg.config_version != version {
+            reg.config_version = version;
+            reg.config_applied_at = Some(SystemTime::now());
         }
-        self.write().passes += 1;
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
-        self.registry.write().unwrap_or_else(|p| p.into_inner())
+        reg.passes += 1;
+        self.published.store(Arc::new(self.registry.clone()));
     }
 
     /// What this node needs to know about the rest of the cluster, and the identities it
     /// must hold.
-    fn update_cluster(&self, objects: &[Object]) {
-        let mut remote = endpoints(objects, &self.trust_domain);
-        remote.retain(|_, e| e.node != self.node_name);
-        let policies = PeerAuthentications::new(objects.iter().filter_map(|o| match o {
-            Object::PeerAuthentication(p) => Some(p.clone()),
-            _ => None,
-        }));
-        let local: HashMap<Ipv4Addr, Identity> = {
-            let mut reg = self.write();
-            reg.remote_endpoints = remote;
-            reg.peer_authentications = policies;
-            reg.workloads
-                .values()
-                .map(|e| (e.workload.ip, e.workload.identity(&self.trust_domain)))
-                .collect()
-        };
+    fn update_cluster(&mut self, config: &NodeConfig) {
+        let trust_domain = self.trust_domain.clone();
+        let reg = &mut self.registry;
+        reg.remote_endpoints = config.endpoints.clone();
+        reg.peer_authentications = PeerAuthentications::new(config.peer_authentications.iter().cloned());
+        let local: HashMap<Ipv4Addr, Identity> = reg
+            .workloads
+            .values()
+            .map(|e| (e.workload.ip, e.workload.identity(&trust_domain)))
+            .collect();
         if let Some(ids) = &self.identities {
             ids.set_local(local);
         }
     }
 
     fn apply(&mut self, selection: &Selection) {
-        let mut datapath = self.datapath.lock().unwrap_or_else(|p| p.into_inner());
+        let datapath = self.datapath.clone();
+        let mut datapath = datapath.lock().unwrap_or_else(|p| p.into_inner());
         let mut failed = Vec::new();
         let mut resolved = Vec::new();
         for workload in &selection.enrolled {
@@ -212,7 +212,7 @@ impl Enroller {
             self.first_pass = false;
         }
 
-        let mut reg = self.write();
+        let reg = &mut self.registry;
         let stale: Vec<String> = reg
             .workloads
             .iter()
