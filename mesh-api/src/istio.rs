@@ -6,6 +6,7 @@
 //! Each spec type implements [`Kind`]: where it lives in the Kubernetes API and Istio's own
 //! validation of it (what `istioctl validate` and Istio's webhook reject).
 
+pub mod crd;
 pub mod networking;
 pub mod security;
 
@@ -24,7 +25,8 @@ pub trait Kind: Serialize + DeserializeOwned + JsonSchema + Clone + fmt::Debug +
     const KIND: &'static str;
     /// Resource name in the API path, e.g. `virtualservices`.
     const PLURAL: &'static str;
-    /// Served versions, oldest first. The CRD stores the first one, as Istio's do.
+    /// Served versions, oldest first. The CRD stores the newest (last) one, as Istio's do
+    /// (`kubernetes/customresourcedefinitions.gen.yaml` in istio/api stores v1).
     const VERSIONS: &'static [&'static str];
     /// `kubectl get vs`.
     const SHORT_NAMES: &'static [&'static str] = &[];

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use crate::istio::security::common::WorkloadSelector;
 use crate::istio::{FieldError, Resource};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -36,13 +37,20 @@ impl Mode {
     }
 }
 
+/// PeerAuthentication defines how traffic will be tunneled (or not) to the sidecar. See more
+/// details at: https://istio.io/docs/reference/config/security/peer_authentication.html
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PeerAuthenticationSpec {
+    /// Workloads of this namespace (all namespaces from the root namespace) the policy applies
+    /// to; all of them when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
+    /// Mutual TLS settings for the workload; inherited from the parent scope when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<MutualTls>,
+    /// Per-port mutual TLS settings, keyed by the workload's (not the Service's) port; only
+    /// with a selector.
     #[serde(
         default,
         deserialize_with = "port_map",
@@ -51,22 +59,10 @@ pub struct PeerAuthenticationSpec {
     pub port_level_mtls: BTreeMap<u32, MutualTls>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct WorkloadSelector {
-    #[serde(default)]
-    pub match_labels: BTreeMap<String, String>,
-}
-
-impl WorkloadSelector {
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v))
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MutualTls {
+    /// The mTLS mode; UNSET inherits from the parent scope.
     #[serde(default)]
     pub mode: Mode,
 }
@@ -80,6 +76,12 @@ fn port_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, MutualTls>,
         Str(String),
     }
     let raw = BTreeMap::<Key, MutualTls>::deserialize(d)?;
+    if raw.is_empty() {
+        // Istio: "port level mTLS, if defined, must have at least one element".
+        return Err(serde::de::Error::custom(
+            "portLevelMtls is empty: list at least one port or remove it",
+        ));
+    }
     raw.into_iter()
         .map(|(k, v)| {
             let port = match k {
@@ -100,10 +102,12 @@ impl PeerAuthenticationSpec {
     /// Istio's own validation rules for this kind.
     pub fn field_errors(&self) -> Vec<FieldError> {
         let mut errors = Vec::new();
-        if !self.port_level_mtls.is_empty() && self.selector.is_none() {
+        // Istio counts a selector without labels as no selector here.
+        let selects = self.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty());
+        if !self.port_level_mtls.is_empty() && !selects {
             errors.push(FieldError::new(
                 "spec.portLevelMtls",
-                "requires spec.selector (Istio applies port-level mTLS to selected workloads only)",
+                "requires spec.selector with matchLabels (Istio applies port-level mTLS to selected workloads only)",
             ));
         }
         if let Some(p) = self.port_level_mtls.keys().find(|p| **p == 0 || **p > 65_535) {
@@ -111,6 +115,9 @@ impl PeerAuthenticationSpec {
                 "spec.portLevelMtls",
                 format!("port {p} must be in 1..=65535"),
             ));
+        }
+        if let Some(s) = &self.selector {
+            s.check("spec.selector", &mut errors);
         }
         errors
     }
@@ -336,6 +343,12 @@ mod tests {
             .message
             .contains("requires spec.selector"));
         p.spec.selector = Some(WorkloadSelector::default());
+        assert!(p.spec.field_errors()[0]
+            .message
+            .contains("requires spec.selector"));
+        p.spec.selector = Some(WorkloadSelector {
+            match_labels: [("app".to_string(), "web".to_string())].into(),
+        });
         assert_eq!(p.spec.field_errors(), []);
         p.spec.port_level_mtls.insert(0, MutualTls { mode: Strict });
         assert!(p.spec.field_errors()[0].message.contains("1..=65535"));

@@ -5,9 +5,11 @@
 //! - `test`: setup, lints, unit tests and the network-namespace end-to-end tests
 //! - `demo`: a small mesh on network namespaces, real traffic, what the proxy saw
 //! - `bench`: Trellis against the direct path and HAProxy, written to `target/bench/`
+//! - `codegen`: the Istio CRDs in `deploy/crds/`, from the mesh-api types (`--check`: fail if stale)
 
 mod bench;
 mod cargo;
+mod codegen;
 mod demo;
 mod interrupt;
 mod setup;
@@ -31,7 +33,7 @@ enum Command {
         #[arg(long)]
         release: bool,
     },
-    /// Run setup, fmt and clippy checks, and the whole test suite (needs root).
+    /// Run setup, fmt and clippy checks, the generated-CRD check, and the whole test suite (needs root).
     Test {
         /// Skip `cargo fmt --check` and clippy.
         #[arg(long)]
@@ -47,6 +49,12 @@ enum Command {
     },
     /// Benchmarks: every arm, interleaved, several rounds (needs root).
     Bench(bench::BenchArgs),
+    /// Write the Istio CRDs to deploy/crds/ from the mesh-api types.
+    Codegen {
+        /// Write nothing; fail, naming each file, if any is stale or missing.
+        #[arg(long)]
+        check: bool,
+    },
     /// The benchmark load generator (run inside a pod by `bench`).
     #[command(hide = true, subcommand)]
     Loadgen(bench::loadgen::Load),
@@ -61,6 +69,7 @@ fn main() -> anyhow::Result<()> {
             if !no_lint {
                 cargo::lint()?;
             }
+            codegen::run(true)?;
             cargo::test(filter.as_deref())
         }
         Command::Demo { keep } => {
@@ -72,6 +81,7 @@ fn main() -> anyhow::Result<()> {
             setup::run()?;
             bench::run(args)
         }
+        Command::Codegen { check } => codegen::run(check),
         Command::Loadgen(load) => bench::loadgen::run(load),
     }
 }
