@@ -1,5 +1,5 @@
-//! A running `mesh-controller` (the CA) in the fabric namespace, where every node reaches
-//! it at [`ADDR`].
+//! A running `mesh-controller` (config stream and CA) in the fabric namespace, where every
+//! node reaches it at [`ADDR`]; its debug endpoint is on the fabric's loopback.
 
 use std::{
     path::{Path, PathBuf},
@@ -78,6 +78,22 @@ impl Controller {
             );
         }
         Ok(())
+    }
+
+    /// GET on the debug endpoint (`/debug/syncz`, `/debug/config_dump?node=n1`) as JSON.
+    pub fn debug(&self, path: &str) -> serde_json::Value {
+        let ns = Netns::attach(&self.fabric).expect("fabric namespace");
+        let (status, body) =
+            crate::http_get(&ns, "127.0.0.1:15014", path).expect("controller debug endpoint");
+        assert_eq!(status, 200, "controller {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("controller {path} is not JSON ({e}): {body}"))
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// SIGKILL.

@@ -69,3 +69,27 @@ pub fn require_privileges() {
         "bpffs is not mounted at /sys/fs/bpf: run `cargo xtask setup`"
     );
 }
+
+/// `GET path` over HTTP/1.0 to `addr` inside `ns`: status and body.
+pub fn http_get(ns: &netns::Netns, addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+    let addr: std::net::SocketAddr = addr.parse().expect("a socket address");
+    ns.run(move || {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        s.write_all(request.as_bytes())?;
+        let mut response = String::new();
+        s.read_to_string(&mut response)?;
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    })
+}

@@ -2,7 +2,6 @@
 //! JSON to a file, with helpers to read its admin endpoint and access log.
 
 use std::{
-    io::{Read as _, Write as _},
     path::{Path, PathBuf},
     process::{Child, Stdio},
     time::Duration,
@@ -52,7 +51,6 @@ pub fn binary() -> PathBuf {
 impl MeshNode {
     pub fn start(
         node: &Node,
-        config_dir: &Path,
         scratch: &Path,
         bpffs: &Path,
         previous: Option<MeshNode>,
@@ -70,20 +68,11 @@ impl MeshNode {
                 "--node-ip",
                 &node.addr.to_string(),
             ])
-            .arg("--config-dir")
-            .arg(config_dir)
             .arg("--cgroup")
             .arg(&node.cgroup)
             .arg("--bpffs-dir")
             .arg(bpffs)
-            .args([
-                "--log-format",
-                "json",
-                "--poll-interval-ms",
-                "100",
-                "--connect-timeout-ms",
-                "1000",
-            ])
+            .args(["--log-format", "json", "--connect-timeout-ms", "1000"])
             .args(["--drain-timeout-secs", "20"])
             .args(extra_args)
             .env("TRELLIS_LOG", "info")
@@ -133,27 +122,7 @@ impl MeshNode {
     }
 
     fn admin_raw(&self, path: &str) -> std::io::Result<(u16, String)> {
-        let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        self.admin.run(move || {
-            let mut s = std::net::TcpStream::connect_timeout(
-                &"127.0.0.1:15000".parse().expect("addr"),
-                Duration::from_secs(2),
-            )?;
-            s.set_read_timeout(Some(Duration::from_secs(5)))?;
-            s.write_all(request.as_bytes())?;
-            let mut response = String::new();
-            s.read_to_string(&mut response)?;
-            let status = response
-                .split_whitespace()
-                .nth(1)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
-            let body = response
-                .split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default();
-            Ok((status, body))
-        })
+        crate::http_get(&self.admin, "127.0.0.1:15000", path)
     }
 
     /// A kernel counter summed over CPUs (see `mesh_common::counters::NAMES`).

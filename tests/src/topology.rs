@@ -43,7 +43,6 @@ pub struct TopologyBuilder {
     nodes: Vec<NodeSpec>,
     pods: Vec<PodSpec>,
     enrolled: Vec<String>,
-    controller: bool,
     cert_ttl_secs: Option<u64>,
 }
 
@@ -68,12 +67,6 @@ impl TopologyBuilder {
     /// Labels the namespace `trellis.dev/mesh=enabled`.
     pub fn enrolled_namespace(mut self, namespace: &str) -> Self {
         self.enrolled.push(namespace.into());
-        self
-    }
-
-    /// Runs `mesh-controller` (the CA) and gives every node identities and the tunnel.
-    pub fn controller(mut self) -> Self {
-        self.controller = true;
         self
     }
 
@@ -247,7 +240,8 @@ impl TopologyBuilder {
             topo.namespaces.insert(ns, true);
         }
         topo.write_config()?;
-        if self.controller {
+        // Every topology runs a controller: nodes get their config and identities from it.
+        {
             let fabric = topo.fabric.as_ref().expect("fabric");
             ip(&["-n", &fabric.name, "addr", "add", "198.18.0.254/24", "dev", "br0"])?;
             let mut tokens = String::new();
@@ -339,7 +333,6 @@ impl Topology {
             nodes: Vec::new(),
             pods: Vec::new(),
             enrolled: Vec::new(),
-            controller: false,
             cert_ttl_secs: None,
         }
     }
@@ -372,14 +365,17 @@ impl Topology {
     /// Starts (or restarts) `mesh-node` on one node. A previous process that is still
     /// draining keeps running until it exits by itself or the topology is dropped.
     pub fn start(&mut self, node: &str) -> anyhow::Result<()> {
-        let config_dir = self.config_dir();
         let dir = self.dir.clone();
         let bpffs = self.bpffs.join(node);
         let mut args = self.extra_args.get(node).cloned().unwrap_or_default();
         if let Some(c) = &self.controller {
-            args.extend(["--ca-addr".into(), controller::ADDR.into(), "--ca-root".into()]);
+            args.extend([
+                "--controller-addr".into(),
+                controller::ADDR.into(),
+                "--controller-root".into(),
+            ]);
             args.push(c.ca_dir.join("root-cert.pem").display().to_string());
-            args.push("--ca-token-file".into());
+            args.push("--token-file".into());
             args.push(dir.join(format!("{node}.token")).display().to_string());
             if let Some(ttl) = self.cert_ttl_secs {
                 args.extend(["--cert-ttl-secs".into(), ttl.to_string()]);
@@ -387,7 +383,7 @@ impl Topology {
         }
         let n = self.node_mut(node);
         let previous = n.mesh.take();
-        let mesh = MeshNode::start(n, &config_dir, &dir, &bpffs, previous, &args)?;
+        let mesh = MeshNode::start(n, &dir, &bpffs, previous, &args)?;
         n.mesh = Some(mesh);
         Ok(())
     }
@@ -406,10 +402,7 @@ impl Topology {
     /// Restarts the controller (after changing its CA files, say).
     pub fn restart_controller(&mut self) -> anyhow::Result<()> {
         let fabric = self.fabric.as_ref().expect("fabric");
-        let c = self
-            .controller
-            .as_mut()
-            .expect("topology built with .controller()");
+        let c = self.controller.as_mut().expect("every topology has a controller");
         c.kill();
         c.start(fabric)
     }

@@ -14,8 +14,7 @@ fn two_nodes(test: &str, ttl: Option<u64>) -> Topology {
         .node("n2")
         .pod("n1", "shop/a")
         .pod("n2", "shop/e")
-        .enrolled_namespace("shop")
-        .controller();
+        .enrolled_namespace("shop");
     if let Some(ttl) = ttl {
         b = b.cert_ttl_secs(ttl);
     }

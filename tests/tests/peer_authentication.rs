@@ -72,7 +72,6 @@ impl Setup {
             .pod("n1", "shop/b")
             .pod("n1", "legacy/c")
             .enrolled_namespace("shop")
-            .controller()
             .build()
             .unwrap();
         t.set_pod_label("b", "app", Some("web")).unwrap();

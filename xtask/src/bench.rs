@@ -158,7 +158,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .pod("n1", "plain/pclient")
         .pod("n2", "plain/pserver")
         .enrolled_namespace("mesh")
-        .controller()
         .build()?;
     // One data-plane worker per proxy, as HAProxy's nbthread 1: per-core figures.
     for node in ["n1", "n2"] {

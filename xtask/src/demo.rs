@@ -20,7 +20,6 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         .pod("n1", "legacy/batch")
         .pod("n2", "shop/remote")
         .enrolled_namespace("shop")
-        .controller()
         .build()
         .context("building the demo topology (needs root)")?;
     t.start_all()?;
