@@ -20,13 +20,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ca = Arc::new(CertificateAuthority::load_or_generate(&config.ca_dir)?);
     let tokens = NodeTokens::load(&config.node_tokens)?;
     let inventory = Arc::new(RwLock::new(Inventory::default()));
-    refresh(&config, &inventory);
+    let mut snapshots = crate::source::start(&config).await?;
+    refresh(&mut snapshots, &inventory);
     {
-        let (config, inventory) = (config.clone(), inventory.clone());
+        let inventory = inventory.clone();
         tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                refresh(&config, &inventory);
+            while snapshots.changed().await.is_ok() {
+                refresh(&mut snapshots, &inventory);
             }
         });
     }
@@ -49,22 +49,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn refresh(config: &Config, inventory: &RwLock<Inventory>) {
-    let read = mesh_api::objects::read_dir(&config.config_dir);
+/// The source keeps its last good objects when its input is refused; its first problem is
+/// the inventory's error.
+fn refresh(snapshots: &mut crate::source::Snapshots, inventory: &RwLock<Inventory>) {
+    let snapshot = snapshots.borrow_and_update().clone();
     let mut inv = inventory.write().unwrap_or_else(|p| p.into_inner());
-    match read {
-        Ok(objects) => {
-            inv.objects = objects;
-            inv.error = None;
-        }
-        Err(e) => {
-            let message = e.to_string();
-            if inv.error.as_deref() != Some(message.as_str()) {
-                tracing::error!(error = %message, "config directory rejected; keeping the last good inventory");
-            }
-            inv.error = Some(message);
-        }
-    }
+    inv.objects = snapshot.objects.clone();
+    inv.error = snapshot.problems.first().map(ToString::to_string);
 }
 
 async fn shutdown() {
