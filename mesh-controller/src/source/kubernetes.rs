@@ -171,6 +171,8 @@ async fn run_kind(
         api_version: resource.api_version.clone(),
         kind: resource.kind.clone(),
     };
+    // The default list semantic is a consistent (quorum) read: a relist from a stale watch
+    // cache could bring back a deleted AuthorizationPolicy for a moment.
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(move |object: &mut DynamicObject| {
@@ -200,7 +202,7 @@ async fn run_kind(
             Err(watcher::Error::InitialListFailed(e)) => {
                 failing = true;
                 let message = list_failed(&resource, &e);
-                tracing::warn!(kind = %resource.kind, error = %message, "list failed; retrying with backoff");
+                tracing::warn!(api_version = %resource.api_version, kind = %resource.kind, error = %message, "list failed; retrying with backoff");
                 Update::Problem(index, Some(message))
             }
             // A watch that ends or breaks is resumed from the last resourceVersion, and one
@@ -216,21 +218,21 @@ async fn run_kind(
     }
 }
 
-/// A list failure, said so that the operator knows what to fix.
+/// A list failure, said so that the operator knows what to fix. The problem's origin names
+/// the kind (`security.istio.io/v1 RequestAuthentication`).
 fn list_failed(resource: &ApiResource, error: &kube::Error) -> String {
-    let what = format!("{} {}", resource.api_version, resource.kind);
     match error {
         kube::Error::Api(status) if status.is_not_found() && resource.group.ends_with("istio.io") => {
-            format!("{what} is not served by the API server: install the CRDs (deploy/crds)")
+            "not served by the API server: install the CRDs (deploy/crds)".into()
         }
         kube::Error::Api(status) if status.is_not_found() => {
-            format!("{what} is not served by the API server: is the cluster older than Kubernetes 1.21?")
+            "not served by the API server: Trellis needs Kubernetes 1.21 or later".into()
         }
         kube::Error::Api(status) if status.is_forbidden() => format!(
-            "{what} may not be listed: {}: check the controller's ClusterRole (deploy/rbac)",
+            "may not be listed ({}): check the controller's ClusterRole and its binding (deploy/rbac)",
             status.message
         ),
-        e => format!("listing {what} failed: {e}"),
+        e => format!("listing failed: {e}"),
     }
 }
 
