@@ -27,8 +27,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     mesh_api::crypto::install_default();
     let ca = Arc::new(CertificateAuthority::load_or_generate(&config.ca_dir)?);
     let tokens = Arc::new(NodeTokens::load(&config.node_tokens)?);
-    let snapshots = source::directory::watch(config.config_dir.clone());
-    let source = format!("directory {}", config.config_dir.display());
+    let snapshots = source::start(&config).await?;
+    let source = match (&config.source, &config.config_dir) {
+        (crate::config::SourceKind::Directory, Some(dir)) => format!("directory {}", dir.display()),
+        _ => "kubernetes".to_string(),
+    };
 
     let diagnostics = Arc::new(RwLock::new(Vec::new()));
     tokio::spawn(report_diagnostics(snapshots.clone(), diagnostics.clone()));

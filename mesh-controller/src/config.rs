@@ -2,15 +2,21 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 #[derive(Args, Debug, Clone, Serialize)]
 pub struct Config {
+    /// Where the objects (Namespaces, Pods, Services, Istio resources...) come from: a
+    /// directory of YAML (standalone) or the Kubernetes API (in-cluster service account, or
+    /// KUBECONFIG).
+    #[arg(long, env = "TRELLIS_SOURCE", value_enum, default_value_t = SourceKind::Directory)]
+    pub source: SourceKind,
+
     /// Directory of Kubernetes-shaped YAML (Namespaces, Pods): which workloads run on which
-    /// node, i.e. which identities each node may obtain.
-    #[arg(long, env = "TRELLIS_CONFIG_DIR")]
-    pub config_dir: PathBuf,
+    /// node, i.e. which identities each node may obtain. Needed by `--source directory`.
+    #[arg(long, env = "TRELLIS_CONFIG_DIR", required_if_eq("source", "directory"))]
+    pub config_dir: Option<PathBuf>,
 
     /// CA directory, Istio `cacerts` layout: `ca-cert.pem` + `ca-key.pem` sign,
     /// `root-cert.pem` is the trust bundle (several roots during a rotation),
@@ -64,4 +70,13 @@ pub struct Config {
     /// Log format: human text or one JSON object per line.
     #[arg(long, env = "TRELLIS_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// `--config-dir`, re-read when it changes.
+    Directory,
+    /// Watches of the API server.
+    Kubernetes,
 }
