@@ -15,6 +15,11 @@ fn implemented(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// Everything `mesh-ctl analyze` reports about a set of valid objects.
+pub fn analyze(objects: &[Object]) -> Vec<Diagnostic> {
+    unsupported_fields(objects)
+}
+
 /// Every set spec field of an Istio object that Trellis does not enforce.
 pub fn unsupported_fields(objects: &[Object]) -> Vec<Diagnostic> {
     let mut out = Vec::new();
