@@ -83,10 +83,7 @@ pub fn check(inputs: &[Input]) -> (Vec<Report>, Vec<Object>) {
                     if let Some(loc) = e.location() {
                         let line = doc.first_line + loc.line() - 1;
                         report.line = line;
-                        message = message.replace(
-                            &format!("at line {} column", loc.line()),
-                            &format!("at line {line} column"),
-                        );
+                        message = shift_lines(&message, doc.first_line - 1);
                     }
                     report.error = Some(format!("YAML syntax: {message}"));
                     reports.push(report);
@@ -117,6 +114,25 @@ pub fn check(inputs: &[Input]) -> (Vec<Report>, Vec<Object>) {
         }
     }
     (reports, objects)
+}
+
+/// Adds `offset` to every `at line N` of a serde_yaml message (it counts from the
+/// document's first line; the operator counts from the file's).
+fn shift_lines(message: &str, offset: usize) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(i) = rest.find("at line ") {
+        let (head, tail) = rest.split_at(i + "at line ".len());
+        out.push_str(head);
+        let digits = tail.len() - tail.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        match tail[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + offset).to_string()),
+            Err(_) => out.push_str(&tail[..digits]),
+        }
+        rest = &tail[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `Kind namespace/name`, or `Kind name` for cluster-scoped kinds.
@@ -181,6 +197,7 @@ metadata: {name: web, namespace: shop}
         );
         assert!(found[2].starts_with("f.yaml:12: YAML syntax: "), "{}", found[2]);
         assert!(found[2].contains("at line 12 column"), "{}", found[2]);
+        assert!(found[2].contains("mapping at line 11 column 11"), "{}", found[2]);
         assert_eq!(found[3], "f.yaml:13 (Pod shop/web): OK");
     }
 }
