@@ -1,6 +1,11 @@
 //! What the compiler tells the operator about the whole set of objects: fields Trellis does
-//! not act on (yet), so nothing is silently ignored. Shared by the controller (warnings,
-//! `/debug/syncz`) and `mesh-ctl analyze`.
+//! not act on (yet), so nothing is silently ignored, and (for `mesh-ctl analyze`) problems
+//! across objects: references to nothing, conflicting objects, selectors that select nothing.
+//! Shared by the controller (warnings, `/debug/syncz`) and `mesh-ctl analyze`.
+
+mod cross;
+
+pub use self::cross::cross_object;
 
 use crate::{
     node_config::{Diagnostic, Severity},
@@ -13,6 +18,14 @@ fn implemented(kind: &str) -> &'static [&'static str] {
         "PeerAuthentication" => &["selector", "mtls", "portLevelMtls"],
         _ => &[],
     }
+}
+
+/// Everything `mesh-ctl analyze` reports about a set of valid objects: cross-object
+/// problems first, then unsupported fields. Pure.
+pub fn analyze(objects: &[Object]) -> Vec<Diagnostic> {
+    let mut out = cross_object(objects, &crate::node_config::Options::default());
+    out.extend(unsupported_fields(objects));
+    out
 }
 
 /// Every set spec field of an Istio object that Trellis does not enforce.
@@ -36,7 +49,7 @@ pub fn unsupported_fields(objects: &[Object]) -> Vec<Diagnostic> {
     out
 }
 
-fn object_key(object: &Object) -> String {
+pub(crate) fn object_key(object: &Object) -> String {
     match object {
         Object::VirtualService(r) => r.key(),
         Object::DestinationRule(r) => r.key(),
