@@ -264,13 +264,13 @@ pub(crate) fn check_percentage(p: &Percent) -> Result<(), String> {
     Ok(())
 }
 
-/// RFC 1123 label: lower-case alphanumerics and '-', starting and ending alphanumeric, ≤ 63.
+/// A DNS label as Istio checks it (`labels.IsDNS1123Label`, which also accepts upper case):
+/// alphanumerics and '-', starting and ending alphanumeric, at most 63.
 pub(crate) fn is_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -312,7 +312,7 @@ fn check_dns_labels(domain: &str, all: &str) -> Result<(), String> {
         }
         if !is_dns1123_label(label) {
             return Err(format!(
-                "domain name {all:?} invalid (label {label:?} is not a lower-case RFC 1123 label)"
+                "domain name {all:?} invalid (label {label:?} is not an RFC 1123 label)"
             ));
         }
     }
@@ -559,7 +559,7 @@ pub(crate) fn check_port_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "invalid port name {name:?}: use a lower-case RFC 1123 label such as http-web"
+            "invalid port name {name:?}: use an RFC 1123 label such as http-web"
         ))
     }
 }
@@ -598,7 +598,8 @@ mod tests {
     #[test_case("*" => true; "wildcard")]
     #[test_case("*foo.example.com" => true; "wildcard prefix of the first label")]
     #[test_case("foo.*.com" => false; "wildcard in the middle")]
-    #[test_case("Foo.com" => false; "upper case")]
+    #[test_case("Foo.com" => true; "upper case, as Istio allows")]
+    #[test_case("foo_bar.com" => false; "underscore")]
     #[test_case("example.123" => false; "numeric tld")]
     #[test_case("" => false; "empty")]
     fn wildcard_domains(host: &str) -> bool {

@@ -25,7 +25,7 @@ impl DestinationRuleSpec {
                 e.add(
                     format!("{path}.name"),
                     format!(
-                        "subset name {:?} is invalid: use a lower-case RFC 1123 label such as v1",
+                        "subset name {:?} is invalid: use an RFC 1123 label such as v1",
                         s.name
                     ),
                 );

@@ -527,7 +527,7 @@ pub(crate) fn validate_destination(e: &mut Errors, path: &str, d: &Destination) 
         if !is_dns1123_label(s) {
             e.add(
                 format!("{path}.subset"),
-                format!("subset name {s:?} is invalid: use a lower-case RFC 1123 label"),
+                format!("subset name {s:?} is invalid: use an RFC 1123 label"),
             );
         }
     }
