@@ -69,6 +69,9 @@ pub struct HttpRoute {
     /// Deprecated by Istio in favour of `mirrorPercentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u32>,
+    /// The snake_case spelling Istio's CRD schema still accepts for `mirrorPercent`.
+    #[serde(rename = "mirror_percent", default, skip_serializing_if = "Option::is_none")]
+    pub mirror_percent_legacy: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percentage: Option<Percent>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

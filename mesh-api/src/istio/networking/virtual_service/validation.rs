@@ -385,11 +385,16 @@ fn validate_http_route(e: &mut Errors, path: &str, http: &HttpRoute, delegate: b
     if let Some(fault) = &http.fault {
         validate_fault(e, &format!("{path}.fault"), fault);
     }
-    if let Some(p) = http.mirror_percent.filter(|p| *p > 100) {
-        e.add(
-            format!("{path}.mirrorPercent"),
-            format!("mirrorPercent must be at most 100 (it is {p})"),
-        );
+    for (field, value) in [
+        ("mirrorPercent", http.mirror_percent),
+        ("mirror_percent", http.mirror_percent_legacy),
+    ] {
+        if let Some(p) = value.filter(|p| *p > 100) {
+            e.add(
+                format!("{path}.{field}"),
+                format!("{field} must be at most 100 (it is {p}): prefer mirrorPercentage"),
+            );
+        }
     }
     if let Some(p) = &http.mirror_percentage {
         if !(0.0..=100.0).contains(&p.value()) {
