@@ -1,27 +1,41 @@
 //! `networking.istio.io`: VirtualService, DestinationRule, ServiceEntry, Gateway, Sidecar
-//! (v1alpha3, v1beta1, v1).
+//! (v1alpha3, v1beta1, v1), every field of the current Istio reference
+//! (<https://istio.io/latest/docs/reference/config/networking/>), with Istio's validation.
 //!
-//! Placeholder types until the full reference lands: they accept any spec.
+//! Conventions: unknown fields are errors; fields not written stay absent through a round
+//! trip (proto3 scalars are `Option`s); proto enums keep Istio's spelling; a proto `oneof`
+//! is a Rust enum, written in YAML as Istio writes it (sibling fields, at most one set).
 
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+pub mod common;
+pub mod destination_rule;
+pub mod gateway;
+pub mod service_entry;
+pub mod sidecar;
+pub mod virtual_service;
+
+pub use destination_rule::DestinationRuleSpec;
+pub use gateway::GatewaySpec;
+pub use service_entry::ServiceEntrySpec;
+pub use sidecar::SidecarSpec;
+pub use virtual_service::VirtualServiceSpec;
 
 use super::kind;
 
-macro_rules! placeholder {
-    ($($name:ident),*) => {$(
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-        #[serde(transparent)]
-        pub struct $name(pub serde_json::Value);
-    )*};
+/// A type whose YAML form (and so its schema) is another, flatter type: used for messages
+/// with a oneof among sibling fields.
+macro_rules! schema_as {
+    ($ty:ty, $fields:ty) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                <$fields as schemars::JsonSchema>::schema_name()
+            }
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                <$fields as schemars::JsonSchema>::json_schema(generator)
+            }
+        }
+    };
 }
-placeholder!(
-    VirtualServiceSpec,
-    DestinationRuleSpec,
-    ServiceEntrySpec,
-    GatewaySpec,
-    SidecarSpec
-);
+use schema_as;
 
 kind!(
     VirtualServiceSpec,
@@ -29,7 +43,8 @@ kind!(
     "VirtualService",
     "virtualservices",
     ["v1alpha3", "v1beta1", "v1"],
-    ["vs"]
+    ["vs"],
+    validate = VirtualServiceSpec::field_errors
 );
 kind!(
     DestinationRuleSpec,
@@ -37,7 +52,8 @@ kind!(
     "DestinationRule",
     "destinationrules",
     ["v1alpha3", "v1beta1", "v1"],
-    ["dr"]
+    ["dr"],
+    validate = DestinationRuleSpec::field_errors
 );
 kind!(
     ServiceEntrySpec,
@@ -45,7 +61,8 @@ kind!(
     "ServiceEntry",
     "serviceentries",
     ["v1alpha3", "v1beta1", "v1"],
-    ["se"]
+    ["se"],
+    validate = ServiceEntrySpec::field_errors
 );
 kind!(
     GatewaySpec,
@@ -53,7 +70,8 @@ kind!(
     "Gateway",
     "gateways",
     ["v1alpha3", "v1beta1", "v1"],
-    ["gw"]
+    ["gw"],
+    validate = GatewaySpec::field_errors
 );
 kind!(
     SidecarSpec,
@@ -61,5 +79,6 @@ kind!(
     "Sidecar",
     "sidecars",
     ["v1alpha3", "v1beta1", "v1"],
-    []
+    [],
+    validate = SidecarSpec::field_errors
 );
