@@ -436,7 +436,7 @@ fn analyze_reports_invalid_documents_and_cross_object_problems() {
     let text = stdout(&out);
     for expected in [
         "error: ",
-        "istio.yaml:20 (PeerAuthentication broken): spec.mtls.mode",
+        "istio.yaml:22 (PeerAuthentication broken): spec.mtls.mode",
         "error: VirtualService shop/reviews spec.http[0].route[0].destination.subset: subset v2 is not defined",
         "error: VirtualService shop/reviews spec.http[0].route[1].destination.host: host ratings is neither a Service",
         "error: VirtualService shop/reviews spec.gateways[0]: Gateway shop/public does not exist",

@@ -460,7 +460,7 @@ mod tests {
         "error: VirtualService shop/vs spec.http[0].route[0].destination.subset: subset v2 is not defined (the DestinationRule for reviews.shop.svc.cluster.local defines v1): add it to the DestinationRule's spec.subsets"
         ; "subset missing")]
     #[test_case(
-        &format!("{VS}spec: {{hosts: [x], tls: [{{match: [{{sniHosts: [api.example.com]}}], route: [{{destination: {{host: api.example.com, subset: eu}}}}]}}]}}"),
+        &format!("{VS}spec: {{hosts: [api.example.com], tls: [{{match: [{{sniHosts: [api.example.com]}}], route: [{{destination: {{host: api.example.com, subset: eu}}}}]}}]}}"),
         "error: VirtualService shop/vs spec.tls[0].route[0].destination.subset: subset eu is not defined (no DestinationRule has host api.example.com): add it to the DestinationRule's spec.subsets"
         ; "subset without destination rule")]
     #[test_case(
@@ -484,7 +484,7 @@ mod tests {
         "warning: PeerAuthentication shop/b spec.selector: 2 namespace-wide PeerAuthentications in namespace shop (a, b): only the oldest applies; delete the others"
         ; "two namespace-wide peer authentications")]
     #[test_case(
-        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a, namespace: shop}\nspec: {}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: b, namespace: shop}\nspec: {workloadSelector: {labels: {}}}\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: a, namespace: shop}\nspec: {egress: [{hosts: [./*]}]}\n---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: b, namespace: shop}\nspec: {workloadSelector: {labels: {}}, egress: [{hosts: [./*]}]}\n",
         "error: Sidecar shop/a spec.workloadSelector: 2 Sidecars without workloadSelector in namespace shop (a, b): Istio cannot pick one; keep one or add selectors"
         ; "two sidecars without selector")]
     #[test_case(
@@ -500,7 +500,7 @@ mod tests {
         "warning: RequestAuthentication books/jwt spec.selector.matchLabels: no pod in namespace books has the labels app=reviews: the object applies to nothing; check the labels"
         ; "request authentication selects only in its namespace")]
     #[test_case(
-        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s, namespace: shop}\nspec: {workloadSelector: {labels: {app: web}}}\n",
+        "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: s, namespace: shop}\nspec: {workloadSelector: {labels: {app: web}}, egress: [{hosts: [./*]}]}\n",
         "warning: Sidecar shop/s spec.workloadSelector.labels: no pod in namespace shop has the labels app=web: the object applies to nothing; check the labels"
         ; "sidecar selects nothing")]
     fn problems(extra: &str, expected: &str) {
