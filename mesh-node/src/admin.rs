@@ -80,6 +80,16 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
         }
         "/config_dump" => json(&state.config),
         "/workloads" => json(&**state.registry.load()),
+        "/metrics" => {
+            let status = state.control.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            Response::builder()
+                .header(
+                    "content-type",
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(crate::metrics::render(&status))))
+                .unwrap_or_default()
+        }
         "/control" => {
             #[derive(Serialize)]
             struct Control {
@@ -145,7 +155,7 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
         },
         "/" => text(
             StatusCode::OK,
-            "/ready /config_dump /control /workloads /datapath /stats /certs\n",
+            "/ready /config_dump /control /metrics /workloads /datapath /stats /certs\n",
         ),
         other => text(StatusCode::NOT_FOUND, &format!("no admin page {other}; try /\n")),
     }

@@ -6,6 +6,7 @@ pub mod config;
 pub mod control;
 pub mod datapath;
 pub mod identity;
+pub mod metrics;
 pub mod proxy;
 pub mod tls;
 pub mod workloads;

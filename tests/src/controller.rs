@@ -24,6 +24,11 @@ pub struct Controller {
     fabric: String,
 }
 
+/// The `mesh-ctl` binary next to `mesh-node`.
+pub fn mesh_ctl() -> PathBuf {
+    crate::node::binary().with_file_name("mesh-ctl")
+}
+
 /// The `mesh-controller` binary next to `mesh-node`.
 pub fn binary() -> PathBuf {
     crate::node::binary().with_file_name("mesh-controller")

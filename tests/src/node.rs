@@ -121,6 +121,13 @@ impl MeshNode {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("admin {path} is not JSON ({e}): {body}"))
     }
 
+    /// GET on the admin endpoint, as text (e.g. `/metrics`).
+    pub fn admin_text(&self, path: &str) -> String {
+        let (status, body) = self.admin_raw(path).expect("admin endpoint reachable");
+        assert_eq!(status, 200, "admin {path}: {body}");
+        body
+    }
+
     fn admin_raw(&self, path: &str) -> std::io::Result<(u16, String)> {
         crate::http_get(&self.admin, "127.0.0.1:15000", path)
     }

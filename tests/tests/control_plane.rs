@@ -1,0 +1,291 @@
+//! The control plane end to end: the controller reads a directory of YAML, compiles each
+//! node's config and streams it; nodes apply it whole, ACK or NACK, and keep the last good
+//! config while the controller is away. `mesh-ctl` reads the real state.
+//!
+//! Enforcement is observed through PeerAuthentication: a non-mesh pod (`legacy/c`) reaches
+//! `shop/b` in plaintext unless a STRICT policy is in force on the node.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::{controller, eventually, ok_body, servers, topology::Topology};
+
+const STRICT: &str = "
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: shop}
+spec: {mtls: {mode: STRICT}}
+";
+
+/// One node (or two) with shop/a, shop/b (HTTP on 8080) and the non-mesh legacy/c on n1.
+fn cluster(test: &str, two_nodes: bool) -> Topology {
+    let mut b = Topology::builder(test)
+        .node("n1")
+        .pod("n1", "shop/a")
+        .pod("n1", "shop/b")
+        .pod("n1", "legacy/c")
+        .enrolled_namespace("shop");
+    if two_nodes {
+        b = b.node("n2").pod("n2", "shop/e");
+    }
+    let mut t = b.build().unwrap();
+    t.start_all().unwrap();
+    servers::http(&t.pod("b").netns, 8080);
+    if two_nodes {
+        servers::http(&t.pod("e").netns, 8080);
+    }
+    for node in ["n1", "n2"].iter().take(if two_nodes { 2 } else { 1 }) {
+        let running = eventually(Duration::from_secs(5), || (version(&t, node) > 0).then_some(()));
+        assert!(running.is_some(), "{node} has no config from the controller");
+    }
+    t
+}
+
+/// Whether the non-mesh pod gets an answer from b (PERMISSIVE) or is refused (STRICT).
+fn plaintext_reaches_b(t: &Topology) -> bool {
+    let url = format!("http://{}:8080/", t.pod("b").addr);
+    t.pod("c").curl(&url).status.success()
+}
+
+fn control(t: &Topology, node: &str) -> Value {
+    t.node(node).mesh().admin("/control")
+}
+
+fn version(t: &Topology, node: &str) -> u64 {
+    control(t, node)["version"].as_u64().expect("version")
+}
+
+fn syncz(t: &Topology) -> Value {
+    t.controller.as_ref().expect("controller").debug("/debug/syncz")
+}
+
+/// The controller's sync state of `node` (`null` until the node has connected once).
+fn node_sync(t: &Topology, node: &str) -> Value {
+    syncz(t)["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .find(|n| n["node"] == node)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn in_sync(t: &Topology, node: &str) -> bool {
+    let n = node_sync(t, node);
+    n["connected"] == true && n["version_sent"] == n["version_acked"] && n["version_acked"].as_u64() > Some(0)
+}
+
+/// Waits until `node` runs a version newer than `than`; returns it and how long it took.
+fn wait_version_above(t: &Topology, node: &str, than: u64, limit: Duration) -> Option<(u64, Duration)> {
+    let start = Instant::now();
+    eventually(limit, || {
+        let v = version(t, node);
+        (v > than).then(|| (v, start.elapsed()))
+    })
+}
+
+#[test]
+fn edits_apply_within_a_second_and_broken_files_change_nothing() {
+    let t = cluster("cp_edits", false);
+    assert!(plaintext_reaches_b(&t), "PERMISSIVE by default");
+    let before = version(&t, "n1");
+    assert!(before > 0, "the node runs a config from the controller");
+
+    // An edit: enforced by the node within one second of the file landing.
+    t.set_yaml("policy.yaml", Some(STRICT)).unwrap();
+    let (after, took) = wait_version_above(&t, "n1", before, Duration::from_secs(5))
+        .expect("the node never got the new config");
+    eprintln!("config edit -> node applied in {} ms", took.as_millis());
+    assert!(took <= Duration::from_secs(1), "took {took:?}");
+    assert!(!plaintext_reaches_b(&t), "STRICT is not enforced");
+    assert!(eventually(Duration::from_secs(3), || in_sync(&t, "n1").then_some(())).is_some());
+    let metrics = t.node("n1").mesh().admin_text("/metrics");
+    assert!(
+        metrics.contains(&format!("trellis_config_version {after}\n")),
+        "{metrics}"
+    );
+
+    // A broken file (an unknown field): reported with file, document, object and field;
+    // nothing changes on the node.
+    t.set_yaml(
+        "broken.yaml",
+        Some("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: typo, namespace: shop}\nspec: {mtls: {mod: DISABLE}}\n"),
+    )
+    .unwrap();
+    let problem = eventually(Duration::from_secs(3), || {
+        syncz(&t)["problems"].as_array().and_then(|p| p.first().cloned())
+    })
+    .expect("the controller did not report the broken file");
+    assert!(
+        problem["origin"]
+            .as_str()
+            .unwrap()
+            .ends_with("broken.yaml document 1 (PeerAuthentication typo)"),
+        "{problem}"
+    );
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spec.mtls.mod: unknown field `mod`"),
+        "{problem}"
+    );
+    // A YAML syntax error is reported with its line.
+    t.set_yaml("broken.yaml", Some("kind: Namespace\nmetadata: {name: x\n"))
+        .unwrap();
+    let syntax = eventually(Duration::from_secs(3), || {
+        let p = syncz(&t)["problems"][0]["message"].as_str()?.to_string();
+        p.contains("line").then_some(p)
+    });
+    assert!(syntax.is_some(), "no line in {}", syncz(&t));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        version(&t, "n1"),
+        after,
+        "a broken directory changed the node's config"
+    );
+    assert!(
+        !plaintext_reaches_b(&t),
+        "the last good config (STRICT) must stay in force"
+    );
+
+    // Fixed: the next edit applies again.
+    t.set_yaml("broken.yaml", None).unwrap();
+    t.set_yaml("policy.yaml", None).unwrap();
+    wait_version_above(&t, "n1", after, Duration::from_secs(5)).expect("no config after the fix");
+    assert!(syncz(&t)["problems"].as_array().unwrap().is_empty());
+    assert!(plaintext_reaches_b(&t), "STRICT removed, plaintext allowed again");
+}
+
+#[test]
+fn nodes_keep_enforcing_while_the_controller_is_away_then_resync() {
+    let mut t = cluster("cp_controller_down", true);
+    let e_url = format!("http://{}:8080/", t.pod("e").addr);
+    let before = version(&t, "n1");
+    t.set_yaml("policy.yaml", Some(STRICT)).unwrap();
+    let strict_version = wait_version_above(&t, "n1", before, Duration::from_secs(5))
+        .map(|(v, _)| v)
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || (!plaintext_reaches_b(&t))
+        .then_some(()))
+    .is_some());
+
+    t.controller.as_mut().unwrap().kill();
+    assert!(
+        eventually(Duration::from_secs(5), || (control(&t, "n1")["connected"]
+            == false)
+            .then_some(()))
+        .is_some(),
+        "the node did not notice the controller is gone"
+    );
+    // Edits while the controller is down reach nobody; the nodes keep what they have.
+    t.set_yaml("policy.yaml", None).unwrap();
+    ok_body(&t.pod("a").curl(&e_url));
+    assert!(
+        !plaintext_reaches_b(&t),
+        "STRICT must stay in force without a controller"
+    );
+    assert_eq!(version(&t, "n1"), strict_version);
+
+    // The controller returns: nodes reconnect (backoff), get a full snapshot, converge.
+    t.restart_controller().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || (in_sync(&t, "n1")
+            && in_sync(&t, "n2"))
+        .then_some(()))
+        .is_some(),
+        "nodes did not resync: {}",
+        syncz(&t)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || plaintext_reaches_b(&t).then_some(())).is_some(),
+        "the edit made while the controller was down was not applied after it returned"
+    );
+    ok_body(&t.pod("a").curl(&e_url));
+    let n1 = node_sync(&t, "n1");
+    assert_eq!(
+        n1["applied_at_connect"], strict_version,
+        "the node said what it ran: {n1}"
+    );
+}
+
+#[test]
+fn a_restarted_node_gets_the_snapshot_again_and_mesh_ctl_shows_it() {
+    let mut t = cluster("cp_node_restart", false);
+    assert!(eventually(Duration::from_secs(5), || in_sync(&t, "n1").then_some(())).is_some());
+    t.node_mut("n1").mesh_mut().terminate();
+    assert!(
+        eventually(Duration::from_secs(5), || (node_sync(&t, "n1")["connected"]
+            == false)
+            .then_some(()))
+        .is_some()
+    );
+    t.start("n1").unwrap();
+    assert!(eventually(Duration::from_secs(10), || in_sync(&t, "n1").then_some(())).is_some());
+    assert!(version(&t, "n1") > 0);
+    ok_body(&t.pod("a").curl(&format!("http://{}:8080/", t.pod("b").addr)));
+
+    // mesh-ctl, run where the controller's debug endpoint is (the fabric namespace).
+    let fabric = t.fabric();
+    let cgroup = t.cgroup.join("controller");
+    let mesh_ctl = |args: &[&str]| {
+        fabric
+            .command(controller::mesh_ctl(), &cgroup)
+            .args(args)
+            .output()
+            .expect("mesh-ctl runs")
+    };
+    let status = mesh_ctl(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "mesh-ctl status: {text}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(text.contains("n1"), "{text}");
+    let dump = mesh_ctl(&["proxy-config", "n1", "workloads", "-o", "json"]);
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let dump: Value = serde_json::from_slice(&dump.stdout).expect("proxy-config -o json");
+    let text = dump.to_string();
+    assert!(
+        text.contains("\"shop\"") && text.contains(&t.pod("b").addr.to_string()),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_update_a_node_cannot_apply_is_nacked_and_the_last_good_config_stays() {
+    let t = cluster("cp_nack", false);
+    let before = version(&t, "n1");
+    // A second pod claiming b's address on the same node: the node refuses the whole update.
+    let dup = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: impostor, namespace: shop, annotations: {{trellis.dev/netns: {}}}}}\nspec: {{nodeName: n1}}\nstatus: {{podIP: {}}}\n",
+        t.pod("b").netns.name,
+        t.pod("b").addr
+    );
+    t.set_yaml("dup.yaml", Some(&dup)).unwrap();
+    let nack = eventually(Duration::from_secs(5), || {
+        let n = node_sync(&t, "n1");
+        n["last_nack"].is_object().then_some(n)
+    })
+    .expect("the node did not NACK");
+    let reason = nack["last_nack"]["reason"].as_str().unwrap();
+    assert!(reason.contains("two workloads have the address"), "{reason}");
+    assert_eq!(
+        version(&t, "n1"),
+        before,
+        "a refused update must not change the node"
+    );
+    assert!(control(&t, "n1")["last_nack"]
+        .as_str()
+        .unwrap()
+        .contains("two workloads"));
+    ok_body(&t.pod("a").curl(&format!("http://{}:8080/", t.pod("b").addr)));
+
+    t.set_yaml("dup.yaml", None).unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || in_sync(&t, "n1").then_some(())).is_some(),
+        "no clean version after the fix: {}",
+        syncz(&t)
+    );
+}
