@@ -109,6 +109,53 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         }
     }
 
+    println!(
+        "\n== control plane: the nodes run what the controller compiled from {}",
+        t.config_dir().display()
+    );
+    let mesh_ctl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = t
+            .fabric()
+            .command(tests::controller::mesh_ctl(), &t.cgroup.join("controller"))
+            .args(args)
+            .output()
+            .context("running mesh-ctl (cargo build -p mesh-ctl)")?;
+        println!("   $ mesh-ctl {}", args.join(" "));
+        for line in String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&out.stderr).lines())
+        {
+            println!("     {line}");
+        }
+        Ok(())
+    };
+    mesh_ctl(&["status"])?;
+    mesh_ctl(&["proxy-config", "n1", "workloads"])?;
+    let version = |t: &Topology| {
+        t.node("n1").mesh().admin("/control")["version"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = version(&t);
+    println!("   writing a STRICT PeerAuthentication for shop and a VirtualService into the directory ...");
+    t.set_yaml(
+        "policy.yaml",
+        Some(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: shop}\nspec:\n  hosts: [web]\n  http: [{timeout: 2s, route: [{destination: {host: web}}]}]\n",
+        ),
+    )?;
+    let started = std::time::Instant::now();
+    eventually(Duration::from_secs(5), || (version(&t) > before).then_some(()))
+        .context("n1 did not receive the new config")?;
+    println!(
+        "   n1 applied config version {} {} ms after the file was written",
+        version(&t),
+        started.elapsed().as_millis()
+    );
+    show("curl from legacy/batch (not in mesh)", t.pod("batch").curl(&url));
+    show("curl from shop/client (mesh)", t.pod("client").curl(&url));
+    mesh_ctl(&["analyze", "--cluster"])?;
+
     println!("\n== n1 admin: workloads and certificates");
     let mesh = t.node("n1").mesh();
     if let Some(map) = mesh.admin("/workloads")["workloads"].as_object() {
