@@ -40,27 +40,13 @@ pub fn unsupported_fields(objects: &[Object]) -> Vec<Diagnostic> {
         for field in spec.keys().filter(|f| !supported.contains(&f.as_str())) {
             out.push(Diagnostic {
                 severity: Severity::Warning,
-                object: format!("{kind} {}", object_key(object)),
+                object: format!("{kind} {}", object.key()),
                 field: format!("spec.{field}"),
                 message: format!("not enforced by Trellis yet: this {kind} field has no effect on traffic"),
             });
         }
     }
     out
-}
-
-pub(crate) fn object_key(object: &Object) -> String {
-    match object {
-        Object::VirtualService(r) => r.key(),
-        Object::DestinationRule(r) => r.key(),
-        Object::ServiceEntry(r) => r.key(),
-        Object::Gateway(r) => r.key(),
-        Object::Sidecar(r) => r.key(),
-        Object::PeerAuthentication(r) => r.key(),
-        Object::RequestAuthentication(r) => r.key(),
-        Object::AuthorizationPolicy(r) => r.key(),
-        other => other.kind().to_string(),
-    }
 }
 
 #[cfg(test)]

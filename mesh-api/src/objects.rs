@@ -78,6 +78,27 @@ impl Object {
         }
     }
 
+    /// `namespace/name`, or `name` for cluster-scoped kinds.
+    pub fn key(&self) -> String {
+        match self {
+            Object::Namespace(n) => n.name.clone(),
+            Object::Node(n) => n.name.clone(),
+            Object::Pod(p) => format!("{}/{}", p.namespace, p.name),
+            Object::Service(s) => s.meta.key(),
+            Object::EndpointSlice(s) => s.meta.key(),
+            Object::ServiceAccount(s) => s.meta.key(),
+            Object::VirtualService(r) => r.key(),
+            Object::DestinationRule(r) => r.key(),
+            Object::ServiceEntry(r) => r.key(),
+            Object::Gateway(r) => r.key(),
+            Object::Sidecar(r) => r.key(),
+            Object::PeerAuthentication(r) => r.key(),
+            Object::RequestAuthentication(r) => r.key(),
+            Object::AuthorizationPolicy(r) => r.key(),
+            Object::Other { name, .. } => name.clone(),
+        }
+    }
+
     /// The spec of an Istio object as it serialises back (for round trips and dumps).
     pub fn istio_spec(&self) -> Option<serde_json::Value> {
         let value = match self {

@@ -137,24 +137,7 @@ fn shift_lines(message: &str, offset: usize) -> String {
 
 /// `Kind namespace/name`, or `Kind name` for cluster-scoped kinds.
 pub fn label(object: &Object) -> String {
-    let key = match object {
-        Object::Namespace(n) => n.name.clone(),
-        Object::Node(n) => n.name.clone(),
-        Object::Pod(p) => format!("{}/{}", p.namespace, p.name),
-        Object::Service(s) => s.meta.key(),
-        Object::EndpointSlice(s) => s.meta.key(),
-        Object::ServiceAccount(s) => s.meta.key(),
-        Object::VirtualService(r) => r.key(),
-        Object::DestinationRule(r) => r.key(),
-        Object::ServiceEntry(r) => r.key(),
-        Object::Gateway(r) => r.key(),
-        Object::Sidecar(r) => r.key(),
-        Object::PeerAuthentication(r) => r.key(),
-        Object::RequestAuthentication(r) => r.key(),
-        Object::AuthorizationPolicy(r) => r.key(),
-        Object::Other { name, .. } => name.clone(),
-    };
-    format!("{} {key}", object.kind())
+    format!("{} {}", object.kind(), object.key())
 }
 
 #[cfg(test)]

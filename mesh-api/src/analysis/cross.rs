@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use super::object_key;
 use crate::{
     node_config::{Diagnostic, Options, Severity},
     objects::{Meta, Object},
@@ -29,7 +28,7 @@ pub fn cross_object(objects: &[Object], options: &Options) -> Vec<Diagnostic> {
         let mut report = |severity, field: String, message: String| {
             out.push(Diagnostic {
                 severity,
-                object: format!("{} {}", object.kind(), object_key(object)),
+                object: format!("{} {}", object.kind(), object.key()),
                 field,
                 message,
             })
@@ -395,7 +394,7 @@ fn conflicts(objects: &[Object], index: &Index, out: &mut Vec<Diagnostic>) {
         for object in group {
             out.push(Diagnostic {
                 severity,
-                object: format!("{kind} {}", object_key(object)),
+                object: format!("{kind} {}", object.key()),
                 field: field.into(),
                 message: message.clone(),
             });
