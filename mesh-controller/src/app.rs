@@ -1,5 +1,6 @@
-//! Wiring: the source of objects, the compiler's diagnostics, the TLS gRPC server (config
-//! stream and CA on one port, as istiod does), and the debug endpoint.
+//! Wiring: the source of objects, the compiler's diagnostics (and, in Kubernetes mode, the
+//! status they give each Istio object), the TLS gRPC server (config stream and CA on one
+//! port, as istiod does), and the debug endpoint.
 
 use std::{
     collections::BTreeSet,
@@ -16,11 +17,12 @@ use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 use crate::{
     authz::NodeTokens,
     ca::CertificateAuthority,
-    config::Config,
+    config::{Config, SourceKind},
     debug::{self, DebugState},
     distribution::{ConfigService, SyncTable},
     service::CaService,
     source::{self, Snapshots},
+    status_writer,
 };
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -29,12 +31,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let tokens = Arc::new(NodeTokens::load(&config.node_tokens)?);
     let snapshots = source::start(&config).await?;
     let source = match (&config.source, &config.config_dir) {
-        (crate::config::SourceKind::Directory, Some(dir)) => format!("directory {}", dir.display()),
+        (SourceKind::Directory, Some(dir)) => format!("directory {}", dir.display()),
         _ => "kubernetes".to_string(),
     };
 
     let diagnostics = Arc::new(RwLock::new(Vec::new()));
     tokio::spawn(report_diagnostics(snapshots.clone(), diagnostics.clone()));
+    if config.source == SourceKind::Kubernetes {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(source::Error::KubeConfig)?;
+        tokio::spawn(status_writer::run(client, snapshots.clone()));
+    }
 
     let debug_listener = tokio::net::TcpListener::bind(config.debug_addr)
         .await
@@ -80,8 +88,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Logs what the compiler finds once per new finding, and keeps the current list for
-/// `/debug/syncz`.
+/// Logs what the analysis finds (unsupported fields and cross-object problems) once per new
+/// finding, and keeps the current list for `/debug/syncz`.
 async fn report_diagnostics(
     mut snapshots: Snapshots,
     current: Arc<RwLock<Vec<mesh_api::node_config::Diagnostic>>>,
@@ -90,7 +98,7 @@ async fn report_diagnostics(
     snapshots.mark_changed();
     while snapshots.changed().await.is_ok() {
         let snapshot = snapshots.borrow_and_update().clone();
-        let found = mesh_api::analysis::unsupported_fields(&snapshot.objects);
+        let found = mesh_api::analysis::analyze(&snapshot.objects);
         for d in &found {
             let line = d.to_string();
             if !logged.contains(&line) {

@@ -9,3 +9,4 @@ pub mod debug;
 pub mod distribution;
 pub mod service;
 pub mod source;
+pub mod status_writer;

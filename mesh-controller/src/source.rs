@@ -49,6 +49,10 @@ pub struct Snapshot {
     /// `objects` is the last good state. Kubernetes: objects that were refused one by one
     /// and left out (the rest applies).
     pub problems: Vec<Problem>,
+    /// Kubernetes only: every Istio object the API server has, parsed or refused, with the
+    /// generation this snapshot holds and the status it had then (what the status writer
+    /// compares with). Empty for the directory source.
+    pub istio_objects: Vec<kubernetes::IstioObject>,
 }
 
 /// The receiving end every consumer (compiler, CA inventory, admin) holds.

@@ -6,7 +6,9 @@
 //! it wants the connection dropped. The recordings are written in the API server's format:
 //! list items without apiVersion/kind for core kinds, `metadata.resourceVersion` on lists,
 //! BOOKMARK events, and the `410 Gone` ERROR event ("too old resource version") that forces a
-//! relist.
+//! relist. Status writes (`PATCH …/<name>/status`) are answered 200 and their bodies kept, so
+//! the tests can read what the controller wrote and feed it back as a `MODIFIED` event, as the
+//! API server would.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -20,7 +22,11 @@ use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
 use hyper::{body::Frame, service::service_fn, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use mesh_api::{istio::Resource, objects::Object, peer_authentication::Mode};
-use mesh_controller::source::{kubernetes, Problem, Snapshot, Snapshots};
+use mesh_controller::{
+    source::{kubernetes, Problem, Snapshot, Snapshots},
+    status_writer,
+};
+use serde_json::{json, Value};
 use tokio::{net::TcpListener, sync::mpsc, time::timeout};
 
 const RECORDINGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/recordings");
@@ -79,10 +85,14 @@ struct Route {
     seen: Vec<Seen>,
 }
 
+/// Bodies of the status patches received, per path, in order.
+type Patches = Arc<Mutex<HashMap<String, Vec<serde_json::Value>>>>;
+
 /// An API server that answers from recordings.
 struct FakeApiServer {
     url: String,
     routes: Arc<Mutex<HashMap<String, Route>>>,
+    patches: Patches,
 }
 
 type Body = BoxBody<Bytes, Infallible>;
@@ -102,16 +112,25 @@ impl FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = routes.clone();
+        let patches = Patches::default();
+        let patched = patches.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     return;
                 };
                 let routes = shared.clone();
+                let patched = patched.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let routes = routes.clone();
-                        async move { Ok::<_, Infallible>(answer(&routes, &req)) }
+                        let patched = patched.clone();
+                        async move {
+                            if req.method() == hyper::Method::PATCH {
+                                return Ok::<_, Infallible>(answer_patch(&patched, req).await);
+                            }
+                            Ok(answer(&routes, &req))
+                        }
                     });
                     // Errors here are the client going away, which the tests cause.
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -120,7 +139,7 @@ impl FakeApiServer {
                 });
             }
         });
-        Self { url, routes }
+        Self { url, routes, patches }
     }
 
     fn client(&self) -> kube::Client {
@@ -144,6 +163,41 @@ impl FakeApiServer {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             watch.send(Bytes::from(format!("{line}\n"))).unwrap();
         }
+    }
+
+    /// Streams one watch event (`{"type": …, "object": …}`) on the open watch of `path`.
+    async fn send_event(&self, path: &str, event: serde_json::Value) {
+        let watch = self.open_watch(path).await;
+        watch.send(Bytes::from(format!("{event}\n"))).unwrap();
+    }
+
+    /// The bodies of the status patches of `path` so far.
+    fn patches(&self, path: &str) -> Vec<serde_json::Value> {
+        self.patches
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The `n`th status patch (from 0) of `path`, once it has arrived.
+    async fn patch(&self, path: &str, n: usize) -> serde_json::Value {
+        let found = timeout(WAIT, async {
+            loop {
+                if let Some(body) = self.patches(path).get(n) {
+                    return body.clone();
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| {
+            panic!(
+                "status patch {n} of {path} never came; patches: {:#?}",
+                self.patches.lock().unwrap()
+            )
+        })
     }
 
     /// Ends the open watch of `path`, as an API server restart or an idle timeout does.
@@ -184,6 +238,35 @@ impl FakeApiServer {
             )
         })
     }
+}
+
+/// A status write: recorded, and answered as the API server does when the patch applies
+/// (the patched object; only its metadata matters to the client).
+async fn answer_patch(patches: &Patches, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let req_query = req.uri().query().unwrap_or_default().to_string();
+    let content_type = req.headers().get("content-type").cloned();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let query = req_query;
+    assert!(
+        path.ends_with("/status"),
+        "a PATCH outside a status subresource: {path}"
+    );
+    assert!(
+        query.contains("fieldManager=trellis-controller"),
+        "{path}?{query}"
+    );
+    assert_eq!(
+        content_type.as_ref().and_then(|v| v.to_str().ok()),
+        Some("application/merge-patch+json"),
+        "{path}"
+    );
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    patches.lock().unwrap().entry(path).or_default().push(body);
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(r#"{"metadata":{}}"#)).boxed())
+        .unwrap()
 }
 
 fn answer(routes: &Mutex<HashMap<String, Route>>, req: &Request<hyper::body::Incoming>) -> Response<Body> {
@@ -561,4 +644,127 @@ async fn an_unreachable_api_server_is_an_error_that_says_so() {
             .starts_with("cannot reach the Kubernetes API server"),
         "{error}"
     );
+}
+
+const VIRTUAL_SERVICES: &str = "/apis/networking.istio.io/v1/virtualservices";
+const REVIEWS_STATUS: &str = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/reviews/status";
+const TYPO_STATUS: &str = "/apis/security.istio.io/v1/namespaces/shop/peerauthentications/typo/status";
+
+/// Starts the source and the status writer on it.
+async fn start_with_status(fake: &FakeApiServer) -> Snapshots {
+    let rx = start(fake).await;
+    tokio::spawn(status_writer::run(fake.client(), rx.clone()));
+    rx
+}
+
+/// `object` as the API server holds it once `patch` (a status merge patch) applied, at
+/// `resource_version`: a `MODIFIED` event.
+fn modified(mut object: Value, patch: &Value, resource_version: &str) -> Value {
+    object["status"] = patch["status"].clone();
+    object["metadata"]["resourceVersion"] = resource_version.into();
+    json!({"type": "MODIFIED", "object": object})
+}
+
+fn our_condition(status: &Value) -> &Value {
+    let conditions = status["conditions"].as_array().expect("conditions");
+    assert_eq!(conditions.len(), 1, "{status:#}");
+    assert_eq!(conditions[0]["type"], status_writer::CONDITION);
+    &conditions[0]
+}
+
+#[tokio::test]
+async fn a_virtual_service_with_unsupported_fields_gets_a_condition_and_messages_once() {
+    let fake = FakeApiServer::start().await;
+    let _rx = start_with_status(&fake).await;
+
+    // Trellis enforces no VirtualService field yet: both set fields are findings.
+    let patch = fake.patch(REVIEWS_STATUS, 0).await;
+    assert_eq!(
+        patch["metadata"],
+        json!({"resourceVersion": "600"}),
+        "conditional on the version analysed"
+    );
+    let status = &patch["status"];
+    assert_eq!(status["observedGeneration"], 1);
+    let condition = our_condition(status);
+    assert_eq!(condition["status"], "True", "{condition:#}");
+    assert_eq!(condition["reason"], "AcceptedWithWarnings");
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("accepted with 2 warnings: ")
+            && message.contains("spec.hosts: not enforced by Trellis yet")
+            && message.contains("spec.http: not enforced by Trellis yet"),
+        "{message}"
+    );
+    assert!(condition["lastTransitionTime"].is_string(), "{condition:#}");
+    let warning = json!({"type": {"code": "TRE0003", "name": "AnalysisWarning"}, "level": "WARNING"});
+    assert_eq!(status["validationMessages"], json!([warning, warning]));
+
+    // The API server applies it and the watch reports it: the object has its status, no
+    // second write. A later change elsewhere (two PeerAuthentications arrive) is written, and
+    // as the writer goes in snapshot order (VirtualServices first), a write of the
+    // VirtualService would have come before.
+    let listed: Value = serde_json::from_str(&recording("cluster/virtualservices.json")).unwrap();
+    fake.send_event(
+        VIRTUAL_SERVICES,
+        modified(listed["items"][0].clone(), &patch, "1500"),
+    )
+    .await;
+    fake.send(PEER_AUTHENTICATIONS, "watch/peerauthentications-invalid.jsonl")
+        .await;
+    fake.patch(TYPO_STATUS, 0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.patches(REVIEWS_STATUS).len(),
+        1,
+        "{:#?}",
+        fake.patches(REVIEWS_STATUS)
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_object_is_not_accepted_with_its_field_and_is_accepted_once_fixed() {
+    let fake = FakeApiServer::start().await;
+    let _rx = start_with_status(&fake).await;
+
+    // `spec.mtls.mod`: refused by the source, and said so on the object.
+    fake.send(PEER_AUTHENTICATIONS, "watch/peerauthentications-invalid.jsonl")
+        .await;
+    let refused = fake.patch(TYPO_STATUS, 0).await;
+    assert_eq!(refused["metadata"], json!({"resourceVersion": "1300"}));
+    assert_eq!(refused["status"]["observedGeneration"], 1);
+    let condition = our_condition(&refused["status"]);
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "Invalid");
+    let message = condition["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("refused, not applied: spec.mtls") && message.contains("unknown field `mod`"),
+        "{message}"
+    );
+    assert_eq!(
+        refused["status"]["validationMessages"],
+        json!([{"type": {"code": "TRE0001", "name": "InvalidObject"}, "level": "ERROR"}])
+    );
+
+    // The operator fixes the spec (generation 2); the status written before is still there.
+    let line = recording("watch/peerauthentications-typo-fixed.jsonl");
+    let mut fixed: Value = serde_json::from_str(line.trim()).unwrap();
+    fixed["object"]["status"] = refused["status"].clone();
+    fake.send_event(PEER_AUTHENTICATIONS, fixed).await;
+    let accepted = fake.patch(TYPO_STATUS, 1).await;
+    assert_eq!(accepted["metadata"], json!({"resourceVersion": "1310"}));
+    assert_eq!(accepted["status"]["observedGeneration"], 2);
+    let condition = our_condition(&accepted["status"]);
+    assert_eq!(condition["status"], "True", "{condition:#}");
+    assert_eq!(condition["reason"], "Accepted");
+    assert_eq!(accepted["status"]["validationMessages"], json!([]));
+    // The shop-strict PeerAuthentication that came with it, valid from the start, is
+    // accepted too.
+    let strict = fake
+        .patch(
+            "/apis/security.istio.io/v1/namespaces/shop/peerauthentications/shop-strict/status",
+            0,
+        )
+        .await;
+    assert_eq!(our_condition(&strict["status"])["status"], "True");
 }

@@ -40,6 +40,7 @@ pub fn read(dir: &Path, revision: u64, last_good: &Snapshot) -> Snapshot {
             objects,
             revision,
             problems: Vec::new(),
+            istio_objects: Vec::new(),
         },
         Err(e) => {
             let (origin, message) = match &e {
@@ -60,6 +61,7 @@ pub fn read(dir: &Path, revision: u64, last_good: &Snapshot) -> Snapshot {
                 objects: last_good.objects.clone(),
                 revision,
                 problems: vec![Problem { origin, message }],
+                istio_objects: Vec::new(),
             }
         }
     }

@@ -72,6 +72,31 @@ fn istio<S: Kind>() -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(S::GROUP, version, S::KIND), S::PLURAL)
 }
 
+/// An Istio object as the API server had it when the snapshot was taken: where its status
+/// lives and what that status was. Parsed or refused alike, so that both get a status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IstioObject {
+    /// The kind at the version watched; its status is at
+    /// `/apis/<group>/<version>/namespaces/<namespace>/<plural>/<name>/status`.
+    pub resource: ApiResource,
+    pub namespace: String,
+    pub name: String,
+    /// `metadata.generation`: the spec version the snapshot's findings are about.
+    pub generation: Option<i64>,
+    /// `metadata.resourceVersion`: a status write is conditional on it, so that it never
+    /// lands on a version of the object the controller has not analysed.
+    pub resource_version: Option<String>,
+    /// `status`, as found.
+    pub status: Option<serde_json::Value>,
+}
+
+impl IstioObject {
+    /// `Kind namespace/name`, the way diagnostics and problems name objects.
+    pub fn origin(&self) -> String {
+        format!("{} {}/{}", self.resource.kind, self.namespace, self.name)
+    }
+}
+
 /// What a kind's task tells the aggregator.
 enum Update {
     /// The kind's store changed (an initial list completed, an object was applied or deleted).
@@ -289,7 +314,18 @@ impl State {
                 };
                 key(a).cmp(&key(b))
             });
+            let istio = resource.group.ends_with("istio.io");
             for object in objects {
+                if istio {
+                    snapshot.istio_objects.push(IstioObject {
+                        resource: resource.clone(),
+                        namespace: object.metadata.namespace.clone().unwrap_or_default(),
+                        name: object.metadata.name.clone().unwrap_or_default(),
+                        generation: object.metadata.generation,
+                        resource_version: object.metadata.resource_version.clone(),
+                        status: object.data.get("status").cloned(),
+                    });
+                }
                 let origin = || {
                     let name = object.metadata.name.as_deref().unwrap_or_default();
                     match object.metadata.namespace.as_deref() {
