@@ -11,10 +11,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     identity::Identity,
-    objects::{IntOrString, Object, Pod, Service},
+    objects::Object,
     peer_authentication::PeerAuthentication,
     selection::{self, Endpoint, Skipped, Workload},
 };
+
+mod services;
+mod visibility;
 
 /// Service annotation restricting which namespaces see it (Istio's `exportTo`).
 pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
@@ -48,7 +51,8 @@ pub struct NodeConfig {
     pub skipped: Vec<Skipped>,
     /// Enrolled pods on other nodes, by pod IP: reached through the tunnel.
     pub endpoints: BTreeMap<Ipv4Addr, Endpoint>,
-    /// Services with a cluster IP, and their endpoints.
+    /// Services with a virtual IP (Kubernetes Services with a cluster IP, ServiceEntries
+    /// with addresses) that some workload of this node may use, and their endpoints.
     pub services: Vec<ServiceConfig>,
     /// Every PeerAuthentication of the mesh (a workload's decision may depend on the mesh-wide
     /// and namespace policies as well as its own).
@@ -128,17 +132,69 @@ impl NodeConfig {
     }
 }
 
-/// A Service as the node routes to it: its virtual IP and the endpoints behind each port.
+/// A service as the node routes to it: its virtual IP and the endpoints behind each port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceConfig {
-    /// `namespace/name`.
+    /// `namespace/name` of the Service or ServiceEntry. A ServiceEntry with several hosts
+    /// or addresses gives several services of one name: `(name, hostname, vip)` is unique.
     pub name: String,
-    /// `name.namespace.svc.<cluster domain>`.
+    /// `name.namespace.svc.<cluster domain>`, or the ServiceEntry host (may be a wildcard,
+    /// `*.example.com`).
     pub hostname: String,
+    /// The virtual IP; with `vip_prefix_len` < 32 the network of a ServiceEntry CIDR
+    /// address (every address in it is the service).
     pub vip: Ipv4Addr,
+    /// 32 for a single address.
+    #[serde(default = "full_prefix")]
+    pub vip_prefix_len: u8,
     pub ports: Vec<ServicePortConfig>,
     /// Namespaces whose workloads may use it; `*` means all.
     pub visible_to: BTreeSet<String>,
+    /// Where the service comes from.
+    #[serde(default)]
+    pub source: ServiceSource,
+    /// Whether its endpoints are in the mesh (Istio's ServiceEntry `location`).
+    #[serde(default)]
+    pub location: ServiceLocation,
+    /// How the node finds the endpoints.
+    #[serde(default)]
+    pub resolution: ServiceResolution,
+}
+
+fn full_prefix() -> u8 {
+    32
+}
+
+/// The kind of object a [`ServiceConfig`] was made from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceSource {
+    #[default]
+    Service,
+    ServiceEntry,
+}
+
+/// Istio's `ServiceEntry.Location`; Kubernetes Services are inside the mesh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceLocation {
+    #[default]
+    MeshInternal,
+    MeshExternal,
+}
+
+/// How the endpoints of a service are found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceResolution {
+    /// The `endpoints` listed (Kubernetes Services; ServiceEntry `STATIC`).
+    #[default]
+    Static,
+    /// No endpoints: the connection goes to the address the client dialled (ServiceEntry
+    /// `NONE`).
+    Passthrough,
+    /// Host names resolved at connection time (ServiceEntry `DNS`, `DNS_ROUND_ROBIN`,
+    /// `DYNAMIC_DNS`); `endpoints` holds only the IPv4 literals of the entry.
+    Dns,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +215,9 @@ pub struct ServiceEndpoint {
     pub pod: Option<String>,
     /// The pod's identity when it is enrolled (reached through the tunnel or locally).
     pub identity: Option<Identity>,
+    /// The pod's (or WorkloadEntry's) labels: what DestinationRule subsets select.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A problem found while compiling: an input that is wrong, or a field Trellis does not act on.
@@ -193,6 +252,19 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+/// The services of the registry (Kubernetes Services, then ServiceEntries), by name.
+fn node_services(
+    objects: &[Object],
+    options: &Options,
+    enrolled: &BTreeMap<Ipv4Addr, Endpoint>,
+) -> Vec<ServiceConfig> {
+    let registry = services::Registry::new(objects, enrolled);
+    let mut out = services::kubernetes(objects, options, &registry);
+    out.extend(services::service_entries(objects, &registry));
+    out.sort_by(|a, b| (&a.name, &a.hostname, a.vip).cmp(&(&b.name, &b.hostname, b.vip)));
+    out
+}
+
 /// Compiles the config of `node` from every object of the cluster. Pure.
 pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig {
     let selection = selection::select(objects, node);
@@ -210,138 +282,9 @@ pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig 
         workloads: selection.enrolled,
         skipped: selection.skipped,
         endpoints,
-        services: services(objects, options, &all_enrolled),
+        services: node_services(objects, options, &all_enrolled),
         peer_authentications,
     }
-}
-
-/// Every Service with a cluster IP and the endpoints of its ports: from its EndpointSlices,
-/// or, where it has none (a standalone directory has no endpoint controller), from the pods
-/// its selector picks, as Kubernetes' endpoint controller would.
-fn services(
-    objects: &[Object],
-    options: &Options,
-    enrolled: &BTreeMap<Ipv4Addr, Endpoint>,
-) -> Vec<ServiceConfig> {
-    let pods: Vec<&Pod> = objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::Pod(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let pod_by_ip: BTreeMap<Ipv4Addr, &Pod> = pods.iter().filter_map(|p| Some((p.ip?, *p))).collect();
-    let identity = |ip: &Ipv4Addr| enrolled.get(ip).map(|e| e.identity.clone());
-    let mut out = Vec::new();
-    for svc in objects.iter().filter_map(|o| match o {
-        Object::Service(s) => Some(s),
-        _ => None,
-    }) {
-        let Some(vip) = svc.cluster_ip else { continue };
-        let slices: Vec<_> = objects
-            .iter()
-            .filter_map(|o| match o {
-                Object::EndpointSlice(e)
-                    if e.meta.namespace == svc.meta.namespace
-                        && e.service.as_deref() == Some(&svc.meta.name) =>
-                {
-                    Some(e)
-                }
-                _ => None,
-            })
-            .collect();
-        let ports = svc
-            .ports
-            .iter()
-            .map(|port| {
-                let mut eps = Vec::new();
-                if !slices.is_empty() {
-                    for slice in &slices {
-                        let Some(sp) = slice.ports.iter().find(|p| p.name == port.name) else {
-                            continue;
-                        };
-                        for e in slice.endpoints.iter().filter(|e| e.ready) {
-                            for ip in &e.addresses {
-                                eps.push(ServiceEndpoint {
-                                    ip: *ip,
-                                    port: sp.port,
-                                    pod: e.pod.clone().or_else(|| pod_by_ip.get(ip).map(|p| pod_key(p))),
-                                    identity: identity(ip),
-                                });
-                            }
-                        }
-                    }
-                } else if let Some(selector) = &svc.selector {
-                    let target = match &port.target_port {
-                        None => Some(port.port),
-                        Some(IntOrString::Int(p)) => Some(*p),
-                        // Named container ports are not in Trellis' pod model: without an
-                        // EndpointSlice the port is unknown, so no endpoint is invented.
-                        Some(IntOrString::String(_)) => None,
-                    };
-                    for pod in pods.iter().filter(|p| {
-                        p.namespace == svc.meta.namespace
-                            && !selector.is_empty()
-                            && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-                    }) {
-                        if let (Some(ip), Some(port)) = (pod.ip, target) {
-                            eps.push(ServiceEndpoint {
-                                ip,
-                                port,
-                                pod: Some(pod_key(pod)),
-                                identity: identity(&ip),
-                            });
-                        }
-                    }
-                }
-                eps.sort_by_key(|e| (e.ip, e.port));
-                eps.dedup();
-                ServicePortConfig {
-                    name: port.name.clone(),
-                    port: port.port,
-                    protocol: port.protocol.clone(),
-                    app_protocol: port.app_protocol.clone(),
-                    endpoints: eps,
-                }
-            })
-            .collect();
-        out.push(ServiceConfig {
-            name: svc.meta.key(),
-            hostname: format!(
-                "{}.{}.svc.{}",
-                svc.meta.name, svc.meta.namespace, options.cluster_domain
-            ),
-            vip,
-            ports,
-            visible_to: export_to(svc),
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
-fn pod_key(p: &Pod) -> String {
-    format!("{}/{}", p.namespace, p.name)
-}
-
-/// Istio's `exportTo` on a Service: `*` everyone (the default), `.` its own namespace, `~`
-/// nobody, or namespace names.
-fn export_to(svc: &Service) -> BTreeSet<String> {
-    let Some(value) = svc.meta.annotations.get(EXPORT_TO_ANNOTATION) else {
-        return ["*".to_string()].into();
-    };
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && *v != "~")
-        .map(|v| {
-            if v == "." {
-                svc.meta.namespace.clone()
-            } else {
-                v.to_string()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
