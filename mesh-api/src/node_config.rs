@@ -252,6 +252,25 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+/// What the compiler cannot honour in `objects`, for the analysis: workload-specific
+/// Sidecars (Trellis scopes egress per namespace). Pure.
+pub fn diagnostics(objects: &[Object], _options: &Options) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    for object in objects {
+        if let Object::Sidecar(s) = object {
+            if s.spec.workload_selector.is_some() && !s.spec.egress.is_empty() {
+                out.push(Diagnostic {
+                    severity: Severity::Warning,
+                    object: format!("Sidecar {}", s.key()),
+                    field: "spec.workloadSelector".into(),
+                    message: "Trellis scopes egress per namespace and does not honour Sidecars with a workloadSelector yet: the selected workloads reach what their namespace's Sidecar (or the root namespace's) allows".into(),
+                });
+            }
+        }
+    }
+    out
+}
+
 /// The services of the registry (Kubernetes Services, then ServiceEntries), by name.
 fn node_services(
     objects: &[Object],
@@ -271,6 +290,10 @@ pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig 
     let mut endpoints = selection::endpoints(objects, &options.trust_domain);
     let all_enrolled = endpoints.clone();
     endpoints.retain(|_, e| e.node != node);
+    let node_namespaces: BTreeSet<String> = selection.enrolled.iter().map(|w| w.namespace.clone()).collect();
+    let sidecars = visibility::Sidecars::new(objects, &options.root_namespace);
+    let mut services = node_services(objects, options, &all_enrolled);
+    visibility::restrict(&mut services, &sidecars, &node_namespaces, &BTreeSet::new());
     let peer_authentications = objects
         .iter()
         .filter_map(|o| match o {
@@ -282,7 +305,7 @@ pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig 
         workloads: selection.enrolled,
         skipped: selection.skipped,
         endpoints,
-        services: node_services(objects, options, &all_enrolled),
+        services,
         peer_authentications,
     }
 }
