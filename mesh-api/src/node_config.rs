@@ -16,8 +16,15 @@ use crate::{
     selection::{self, Endpoint, Skipped, Workload},
 };
 
+mod destination_rules;
+mod routes;
 mod services;
 mod visibility;
+
+pub use self::routes::{
+    HttpMatch, HttpRouteConfig, L4Match, L4RouteConfig, RetryConfig, RouteConfig, StringMatcher,
+    WeightedDestination,
+};
 
 /// Service annotation restricting which namespaces see it (Istio's `exportTo`).
 pub const EXPORT_TO_ANNOTATION: &str = "networking.istio.io/exportTo";
@@ -54,17 +61,22 @@ pub struct NodeConfig {
     /// Services with a virtual IP (Kubernetes Services with a cluster IP, ServiceEntries
     /// with addresses) that some workload of this node may use, and their endpoints.
     pub services: Vec<ServiceConfig>,
+    /// The VirtualService routes of every host, per namespace of this node's workloads (not
+    /// enforced yet: for `mesh-ctl proxy-config` and the L7 proxy to come).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     /// Every PeerAuthentication of the mesh (a workload's decision may depend on the mesh-wide
     /// and namespace policies as well as its own).
     pub peer_authentications: Vec<PeerAuthentication>,
 }
 
 /// The sections of a [`NodeConfig`], as named on the wire and in `mesh-ctl proxy-config`.
-pub const SECTIONS: [&str; 5] = [
+pub const SECTIONS: [&str; 6] = [
     "workloads",
     "skipped",
     "endpoints",
     "services",
+    "routes",
     "peer_authentications",
 ];
 
@@ -76,6 +88,7 @@ impl NodeConfig {
             "skipped" => serde_json::to_value(&self.skipped),
             "endpoints" => serde_json::to_value(&self.endpoints),
             "services" => serde_json::to_value(&self.services),
+            "routes" => serde_json::to_value(&self.routes),
             "peer_authentications" => serde_json::to_value(&self.peer_authentications),
             _ => return None,
         };
@@ -94,6 +107,7 @@ impl NodeConfig {
             "skipped" => self.skipped = parse(name, json)?,
             "endpoints" => self.endpoints = parse(name, json)?,
             "services" => self.services = parse(name, json)?,
+            "routes" => self.routes = parse(name, json)?,
             "peer_authentications" => self.peer_authentications = parse(name, json)?,
             other => {
                 return Err(format!(
@@ -252,10 +266,11 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
-/// What the compiler cannot honour in `objects`, for the analysis: workload-specific
-/// Sidecars (Trellis scopes egress per namespace). Pure.
-pub fn diagnostics(objects: &[Object], _options: &Options) -> Vec<Diagnostic> {
-    let mut out = Vec::new();
+/// What the compiler cannot honour in `objects`, for the analysis: VirtualServices that
+/// lose a host to an older one, and workload-specific Sidecars (Trellis scopes egress per
+/// namespace). Pure.
+pub fn diagnostics(objects: &[Object], options: &Options) -> Vec<Diagnostic> {
+    let mut out = routes::conflicts(objects, options);
     for object in objects {
         if let Object::Sidecar(s) = object {
             if s.spec.workload_selector.is_some() && !s.spec.egress.is_empty() {
@@ -293,7 +308,13 @@ pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig 
     let node_namespaces: BTreeSet<String> = selection.enrolled.iter().map(|w| w.namespace.clone()).collect();
     let sidecars = visibility::Sidecars::new(objects, &options.root_namespace);
     let mut services = node_services(objects, options, &all_enrolled);
-    visibility::restrict(&mut services, &sidecars, &node_namespaces, &BTreeSet::new());
+    let routes = routes::compile(objects, options, &sidecars, &node_namespaces);
+    visibility::restrict(
+        &mut services,
+        &sidecars,
+        &node_namespaces,
+        &routes::destination_hosts(&routes),
+    );
     let peer_authentications = objects
         .iter()
         .filter_map(|o| match o {
@@ -306,6 +327,7 @@ pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig 
         skipped: selection.skipped,
         endpoints,
         services,
+        routes,
         peer_authentications,
     }
 }
@@ -429,7 +451,7 @@ endpoints: [{addresses: [10.9.9.9]}, {addresses: [10.9.9.8], conditions: {ready:
             "{err}"
         );
         assert!(copy
-            .set_section("routes", b"[]")
+            .set_section("listeners", b"[]")
             .unwrap_err()
             .contains("unknown section"));
     }
