@@ -455,4 +455,25 @@ endpoints: [{addresses: [10.9.9.9]}, {addresses: [10.9.9.8], conditions: {ready:
             .unwrap_err()
             .contains("unknown section"));
     }
+
+    #[test]
+    fn services_from_an_older_controller_still_parse() {
+        let mut c = NodeConfig::default();
+        let old = br#"[{"name": "shop/db", "hostname": "db.shop.svc.cluster.local", "vip": "10.96.0.11",
+            "ports": [{"name": "pg", "port": 5432, "protocol": "TCP", "app_protocol": null,
+                       "endpoints": [{"ip": "10.9.9.9", "port": 5433, "pod": null, "identity": null}]}],
+            "visible_to": ["*"]}]"#;
+        c.set_section("services", old).unwrap();
+        let s = &c.services[0];
+        assert_eq!(
+            (s.vip_prefix_len, s.source, s.location, s.resolution),
+            (
+                32,
+                ServiceSource::Service,
+                ServiceLocation::MeshInternal,
+                ServiceResolution::Static
+            )
+        );
+        assert!(s.ports[0].endpoints[0].labels.is_empty());
+    }
 }
