@@ -76,8 +76,9 @@ pub const SECTIONS: [&str; 6] = [
     "skipped",
     "endpoints",
     "services",
-    "routes",
     "peer_authentications",
+    // Last: mesh-ctl names the earlier sections by index.
+    "routes",
 ];
 
 impl NodeConfig {
