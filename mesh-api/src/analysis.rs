@@ -21,9 +21,11 @@ fn implemented(kind: &str) -> &'static [&'static str] {
 }
 
 /// Everything `mesh-ctl analyze` reports about a set of valid objects: cross-object
-/// problems first, then unsupported fields. Pure.
+/// problems first, then what the compiler cannot honour, then unsupported fields. Pure.
 pub fn analyze(objects: &[Object]) -> Vec<Diagnostic> {
-    let mut out = cross_object(objects, &crate::node_config::Options::default());
+    let options = crate::node_config::Options::default();
+    let mut out = cross_object(objects, &options);
+    out.extend(crate::node_config::diagnostics(objects, &options));
     out.extend(unsupported_fields(objects));
     out
 }

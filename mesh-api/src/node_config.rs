@@ -11,9 +11,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     identity::Identity,
-    objects::{IntOrString, Object, Pod, Service},
+    objects::Object,
     peer_authentication::PeerAuthentication,
     selection::{self, Endpoint, Skipped, Workload},
+};
+
+mod destination_rules;
+mod routes;
+mod services;
+mod visibility;
+
+pub use self::routes::{
+    HttpMatch, HttpRouteConfig, L4Match, L4RouteConfig, RetryConfig, RouteConfig, StringMatcher,
+    WeightedDestination,
 };
 
 /// Service annotation restricting which namespaces see it (Istio's `exportTo`).
@@ -48,20 +58,27 @@ pub struct NodeConfig {
     pub skipped: Vec<Skipped>,
     /// Enrolled pods on other nodes, by pod IP: reached through the tunnel.
     pub endpoints: BTreeMap<Ipv4Addr, Endpoint>,
-    /// Services with a cluster IP, and their endpoints.
+    /// Services with a virtual IP (Kubernetes Services with a cluster IP, ServiceEntries
+    /// with addresses) that some workload of this node may use, and their endpoints.
     pub services: Vec<ServiceConfig>,
+    /// The VirtualService routes of every host, per namespace of this node's workloads (not
+    /// enforced yet: for `mesh-ctl proxy-config` and the L7 proxy to come).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
     /// Every PeerAuthentication of the mesh (a workload's decision may depend on the mesh-wide
     /// and namespace policies as well as its own).
     pub peer_authentications: Vec<PeerAuthentication>,
 }
 
 /// The sections of a [`NodeConfig`], as named on the wire and in `mesh-ctl proxy-config`.
-pub const SECTIONS: [&str; 5] = [
+pub const SECTIONS: [&str; 6] = [
     "workloads",
     "skipped",
     "endpoints",
     "services",
     "peer_authentications",
+    // Last: mesh-ctl names the earlier sections by index.
+    "routes",
 ];
 
 impl NodeConfig {
@@ -72,6 +89,7 @@ impl NodeConfig {
             "skipped" => serde_json::to_value(&self.skipped),
             "endpoints" => serde_json::to_value(&self.endpoints),
             "services" => serde_json::to_value(&self.services),
+            "routes" => serde_json::to_value(&self.routes),
             "peer_authentications" => serde_json::to_value(&self.peer_authentications),
             _ => return None,
         };
@@ -90,6 +108,7 @@ impl NodeConfig {
             "skipped" => self.skipped = parse(name, json)?,
             "endpoints" => self.endpoints = parse(name, json)?,
             "services" => self.services = parse(name, json)?,
+            "routes" => self.routes = parse(name, json)?,
             "peer_authentications" => self.peer_authentications = parse(name, json)?,
             other => {
                 return Err(format!(
@@ -128,17 +147,69 @@ impl NodeConfig {
     }
 }
 
-/// A Service as the node routes to it: its virtual IP and the endpoints behind each port.
+/// A service as the node routes to it: its virtual IP and the endpoints behind each port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceConfig {
-    /// `namespace/name`.
+    /// `namespace/name` of the Service or ServiceEntry. A ServiceEntry with several hosts
+    /// or addresses gives several services of one name: `(name, hostname, vip)` is unique.
     pub name: String,
-    /// `name.namespace.svc.<cluster domain>`.
+    /// `name.namespace.svc.<cluster domain>`, or the ServiceEntry host (may be a wildcard,
+    /// `*.example.com`).
     pub hostname: String,
+    /// The virtual IP; with `vip_prefix_len` < 32 the network of a ServiceEntry CIDR
+    /// address (every address in it is the service).
     pub vip: Ipv4Addr,
+    /// 32 for a single address.
+    #[serde(default = "full_prefix")]
+    pub vip_prefix_len: u8,
     pub ports: Vec<ServicePortConfig>,
     /// Namespaces whose workloads may use it; `*` means all.
     pub visible_to: BTreeSet<String>,
+    /// Where the service comes from.
+    #[serde(default)]
+    pub source: ServiceSource,
+    /// Whether its endpoints are in the mesh (Istio's ServiceEntry `location`).
+    #[serde(default)]
+    pub location: ServiceLocation,
+    /// How the node finds the endpoints.
+    #[serde(default)]
+    pub resolution: ServiceResolution,
+}
+
+fn full_prefix() -> u8 {
+    32
+}
+
+/// The kind of object a [`ServiceConfig`] was made from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServiceSource {
+    #[default]
+    Service,
+    ServiceEntry,
+}
+
+/// Istio's `ServiceEntry.Location`; Kubernetes Services are inside the mesh.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceLocation {
+    #[default]
+    MeshInternal,
+    MeshExternal,
+}
+
+/// How the endpoints of a service are found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceResolution {
+    /// The `endpoints` listed (Kubernetes Services; ServiceEntry `STATIC`).
+    #[default]
+    Static,
+    /// No endpoints: the connection goes to the address the client dialled (ServiceEntry
+    /// `NONE`).
+    Passthrough,
+    /// Host names resolved at connection time (ServiceEntry `DNS`, `DNS_ROUND_ROBIN`,
+    /// `DYNAMIC_DNS`); `endpoints` holds only the IPv4 literals of the entry.
+    Dns,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +230,9 @@ pub struct ServiceEndpoint {
     pub pod: Option<String>,
     /// The pod's identity when it is enrolled (reached through the tunnel or locally).
     pub identity: Option<Identity>,
+    /// The pod's (or WorkloadEntry's) labels: what DestinationRule subsets select.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A problem found while compiling: an input that is wrong, or a field Trellis does not act on.
@@ -193,12 +267,55 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+/// What the compiler cannot honour in `objects`, for the analysis: VirtualServices that
+/// lose a host to an older one, and workload-specific Sidecars (Trellis scopes egress per
+/// namespace). Pure.
+pub fn diagnostics(objects: &[Object], options: &Options) -> Vec<Diagnostic> {
+    let mut out = routes::conflicts(objects, options);
+    for object in objects {
+        if let Object::Sidecar(s) = object {
+            if s.spec.workload_selector.is_some() && !s.spec.egress.is_empty() {
+                out.push(Diagnostic {
+                    severity: Severity::Warning,
+                    object: format!("Sidecar {}", s.key()),
+                    field: "spec.workloadSelector".into(),
+                    message: "Trellis scopes egress per namespace and does not honour Sidecars with a workloadSelector yet: the selected workloads reach what their namespace's Sidecar (or the root namespace's) allows".into(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The services of the registry (Kubernetes Services, then ServiceEntries), by name.
+fn node_services(
+    objects: &[Object],
+    options: &Options,
+    enrolled: &BTreeMap<Ipv4Addr, Endpoint>,
+) -> Vec<ServiceConfig> {
+    let registry = services::Registry::new(objects, enrolled);
+    let mut out = services::kubernetes(objects, options, &registry);
+    out.extend(services::service_entries(objects, &registry));
+    out.sort_by(|a, b| (&a.name, &a.hostname, a.vip).cmp(&(&b.name, &b.hostname, b.vip)));
+    out
+}
+
 /// Compiles the config of `node` from every object of the cluster. Pure.
 pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig {
     let selection = selection::select(objects, node);
     let mut endpoints = selection::endpoints(objects, &options.trust_domain);
     let all_enrolled = endpoints.clone();
     endpoints.retain(|_, e| e.node != node);
+    let node_namespaces: BTreeSet<String> = selection.enrolled.iter().map(|w| w.namespace.clone()).collect();
+    let sidecars = visibility::Sidecars::new(objects, &options.root_namespace);
+    let mut services = node_services(objects, options, &all_enrolled);
+    let routes = routes::compile(objects, options, &sidecars, &node_namespaces);
+    visibility::restrict(
+        &mut services,
+        &sidecars,
+        &node_namespaces,
+        &routes::destination_hosts(&routes),
+    );
     let peer_authentications = objects
         .iter()
         .filter_map(|o| match o {
@@ -210,138 +327,10 @@ pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig 
         workloads: selection.enrolled,
         skipped: selection.skipped,
         endpoints,
-        services: services(objects, options, &all_enrolled),
+        services,
+        routes,
         peer_authentications,
     }
-}
-
-/// Every Service with a cluster IP and the endpoints of its ports: from its EndpointSlices,
-/// or, where it has none (a standalone directory has no endpoint controller), from the pods
-/// its selector picks, as Kubernetes' endpoint controller would.
-fn services(
-    objects: &[Object],
-    options: &Options,
-    enrolled: &BTreeMap<Ipv4Addr, Endpoint>,
-) -> Vec<ServiceConfig> {
-    let pods: Vec<&Pod> = objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::Pod(p) => Some(p),
-            _ => None,
-        })
-        .collect();
-    let pod_by_ip: BTreeMap<Ipv4Addr, &Pod> = pods.iter().filter_map(|p| Some((p.ip?, *p))).collect();
-    let identity = |ip: &Ipv4Addr| enrolled.get(ip).map(|e| e.identity.clone());
-    let mut out = Vec::new();
-    for svc in objects.iter().filter_map(|o| match o {
-        Object::Service(s) => Some(s),
-        _ => None,
-    }) {
-        let Some(vip) = svc.cluster_ip else { continue };
-        let slices: Vec<_> = objects
-            .iter()
-            .filter_map(|o| match o {
-                Object::EndpointSlice(e)
-                    if e.meta.namespace == svc.meta.namespace
-                        && e.service.as_deref() == Some(&svc.meta.name) =>
-                {
-                    Some(e)
-                }
-                _ => None,
-            })
-            .collect();
-        let ports = svc
-            .ports
-            .iter()
-            .map(|port| {
-                let mut eps = Vec::new();
-                if !slices.is_empty() {
-                    for slice in &slices {
-                        let Some(sp) = slice.ports.iter().find(|p| p.name == port.name) else {
-                            continue;
-                        };
-                        for e in slice.endpoints.iter().filter(|e| e.ready) {
-                            for ip in &e.addresses {
-                                eps.push(ServiceEndpoint {
-                                    ip: *ip,
-                                    port: sp.port,
-                                    pod: e.pod.clone().or_else(|| pod_by_ip.get(ip).map(|p| pod_key(p))),
-                                    identity: identity(ip),
-                                });
-                            }
-                        }
-                    }
-                } else if let Some(selector) = &svc.selector {
-                    let target = match &port.target_port {
-                        None => Some(port.port),
-                        Some(IntOrString::Int(p)) => Some(*p),
-                        // Named container ports are not in Trellis' pod model: without an
-                        // EndpointSlice the port is unknown, so no endpoint is invented.
-                        Some(IntOrString::String(_)) => None,
-                    };
-                    for pod in pods.iter().filter(|p| {
-                        p.namespace == svc.meta.namespace
-                            && !selector.is_empty()
-                            && selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
-                    }) {
-                        if let (Some(ip), Some(port)) = (pod.ip, target) {
-                            eps.push(ServiceEndpoint {
-                                ip,
-                                port,
-                                pod: Some(pod_key(pod)),
-                                identity: identity(&ip),
-                            });
-                        }
-                    }
-                }
-                eps.sort_by_key(|e| (e.ip, e.port));
-                eps.dedup();
-                ServicePortConfig {
-                    name: port.name.clone(),
-                    port: port.port,
-                    protocol: port.protocol.clone(),
-                    app_protocol: port.app_protocol.clone(),
-                    endpoints: eps,
-                }
-            })
-            .collect();
-        out.push(ServiceConfig {
-            name: svc.meta.key(),
-            hostname: format!(
-                "{}.{}.svc.{}",
-                svc.meta.name, svc.meta.namespace, options.cluster_domain
-            ),
-            vip,
-            ports,
-            visible_to: export_to(svc),
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out
-}
-
-fn pod_key(p: &Pod) -> String {
-    format!("{}/{}", p.namespace, p.name)
-}
-
-/// Istio's `exportTo` on a Service: `*` everyone (the default), `.` its own namespace, `~`
-/// nobody, or namespace names.
-fn export_to(svc: &Service) -> BTreeSet<String> {
-    let Some(value) = svc.meta.annotations.get(EXPORT_TO_ANNOTATION) else {
-        return ["*".to_string()].into();
-    };
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|v| !v.is_empty() && *v != "~")
-        .map(|v| {
-            if v == "." {
-                svc.meta.namespace.clone()
-            } else {
-                v.to_string()
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -463,8 +452,29 @@ endpoints: [{addresses: [10.9.9.9]}, {addresses: [10.9.9.8], conditions: {ready:
             "{err}"
         );
         assert!(copy
-            .set_section("routes", b"[]")
+            .set_section("listeners", b"[]")
             .unwrap_err()
             .contains("unknown section"));
+    }
+
+    #[test]
+    fn services_from_an_older_controller_still_parse() {
+        let mut c = NodeConfig::default();
+        let old = br#"[{"name": "shop/db", "hostname": "db.shop.svc.cluster.local", "vip": "10.96.0.11",
+            "ports": [{"name": "pg", "port": 5432, "protocol": "TCP", "app_protocol": null,
+                       "endpoints": [{"ip": "10.9.9.9", "port": 5433, "pod": null, "identity": null}]}],
+            "visible_to": ["*"]}]"#;
+        c.set_section("services", old).unwrap();
+        let s = &c.services[0];
+        assert_eq!(
+            (s.vip_prefix_len, s.source, s.location, s.resolution),
+            (
+                32,
+                ServiceSource::Service,
+                ServiceLocation::MeshInternal,
+                ServiceResolution::Static
+            )
+        );
+        assert!(s.ports[0].endpoints[0].labels.is_empty());
     }
 }
