@@ -14,14 +14,15 @@ use crate::{
 };
 
 /// The sections one may ask for, plus `all`.
-pub const SECTION_NAMES: [&str; 6] = [
-    "all",
-    SECTIONS[0],
-    SECTIONS[1],
-    SECTIONS[2],
-    SECTIONS[3],
-    SECTIONS[4],
-];
+pub const SECTION_NAMES: [&str; SECTIONS.len() + 1] = {
+    let mut names = ["all"; SECTIONS.len() + 1];
+    let mut i = 0;
+    while i < SECTIONS.len() {
+        names[i + 1] = SECTIONS[i];
+        i += 1;
+    }
+    names
+};
 
 pub fn run(
     controller: &ControllerArgs,
@@ -119,6 +120,36 @@ fn human(config: &NodeConfig, section: &str) -> String {
             "PEER AUTHENTICATIONS",
             &["NAME", "MODE", "SELECTOR", "PORT MODES"],
             peer_authentication_rows(config),
+        ),
+        "routes" => (
+            "ROUTES (VirtualServices compiled per client namespace; not enforced yet)",
+            &["NAMESPACE", "HOST", "VIRTUAL SERVICE", "RULES", "DESTINATIONS"],
+            config
+                .routes
+                .iter()
+                .map(|r| {
+                    let mut destinations: Vec<String> = Vec::new();
+                    let all = r
+                        .http
+                        .iter()
+                        .flat_map(|h| &h.destinations)
+                        .chain(r.tls.iter().chain(&r.tcp).flat_map(|l| &l.destinations));
+                    for d in all {
+                        let subset = d.subset.as_deref().map(|s| format!(" ({s})")).unwrap_or_default();
+                        let entry = format!("{}{subset} {}%", d.host, d.weight);
+                        if !destinations.contains(&entry) {
+                            destinations.push(entry);
+                        }
+                    }
+                    vec![
+                        r.namespace.clone(),
+                        r.host.clone(),
+                        r.virtual_service.clone(),
+                        (r.http.len() + r.tls.len() + r.tcp.len()).to_string(),
+                        destinations.join(", "),
+                    ]
+                })
+                .collect(),
         ),
         _ => return String::new(),
     };

@@ -264,7 +264,7 @@ mod tests {
         assert!(err.contains("does not follow version 5"), "{err}");
         let err = candidate(&first, 1, &update(2, false, &[("workloads", "[{")])).unwrap_err();
         assert!(err.starts_with("section workloads"), "{err}");
-        let err = candidate(&first, 1, &update(2, false, &[("routes", "[]")])).unwrap_err();
+        let err = candidate(&first, 1, &update(2, false, &[("authorization", "[]")])).unwrap_err();
         assert!(err.contains("unknown section"), "{err}");
         let twice = workload.replace("}]", r#"},{"namespace":"shop","name":"b","service_account":"b","ip":"10.1.1.2","netns":"/run/netns/b","labels":{}}]"#);
         let err = candidate(&first, 1, &update(2, false, &[("workloads", &twice)])).unwrap_err();
