@@ -7,5 +7,6 @@ pub mod control;
 pub mod datapath;
 pub mod identity;
 pub mod proxy;
+pub mod services;
 pub mod tls;
 pub mod workloads;
