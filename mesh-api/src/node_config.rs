@@ -212,6 +212,19 @@ pub enum ServiceResolution {
     Dns,
 }
 
+impl ServiceConfig {
+    /// Whether a workload in `namespace` may use this service (Istio's `exportTo` as the
+    /// compiler resolved it into `visible_to`). Pure, so the node and `mesh-ctl` agree.
+    pub fn is_visible_to(&self, namespace: &str) -> bool {
+        visible(&self.visible_to, namespace)
+    }
+}
+
+/// Whether a `visible_to` set admits workloads of `namespace`.
+pub fn visible(visible_to: &BTreeSet<String>, namespace: &str) -> bool {
+    visible_to.contains("*") || visible_to.contains(namespace)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServicePortConfig {
     pub name: String,
@@ -430,6 +443,12 @@ endpoints: [{addresses: [10.9.9.9]}, {addresses: [10.9.9.8], conditions: {ready:
             db.visible_to,
             BTreeSet::from(["billing".to_string(), "shop".to_string()])
         );
+        assert!(db.is_visible_to("shop") && db.is_visible_to("billing"));
+        assert!(
+            !db.is_visible_to("shop2"),
+            "exportTo names namespaces, not prefixes"
+        );
+        assert!(web.is_visible_to("anyone"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! - `/ready`: 200 once the listeners are bound and the first enrollment pass ran
 //! - `/config_dump`: the node's [`Config`]
-//! - `/workloads`: enrolled, failed and skipped pods, and the config directory's last error
+//! - `/workloads`: enrolled, failed and skipped pods, remote endpoints, PeerAuthentications
+//!   and the service index (`vip:port` -> service, visibility, endpoints)
 //! - `/datapath`: live kernel map contents, counters and pinned links
 //! - `/stats`: proxy and kernel counters
 //! - `/certs`: workload certificates, trust bundle, CA reachability, TLS counters

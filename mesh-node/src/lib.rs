@@ -8,5 +8,6 @@ pub mod datapath;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;
+pub mod services;
 pub mod tls;
 pub mod workloads;

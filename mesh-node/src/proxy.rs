@@ -29,9 +29,11 @@ use tokio::{
 };
 use tracing::Instrument as _;
 
-use mesh_api::peer_authentication::Target;
+use mesh_api::{identity::Identity, peer_authentication};
 
-use crate::{datapath::OrigDstTable, identity::IdentityManager, workloads::enrollment::Registry};
+use crate::{
+    datapath::OrigDstTable, identity::IdentityManager, services::Lookup, workloads::enrollment::Registry,
+};
 
 /// Which listener accepted a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,6 +88,9 @@ pub enum ConnResult {
     NotLocal,
     /// A tunnel stream named a pod whose identity is not the one the connection verified.
     IdentityMismatch,
+    /// The destination is a service VIP whose port has no ready endpoint: reset, as
+    /// kube-proxy rejects a service without endpoints.
+    NoHealthyEndpoint,
 }
 
 impl ConnResult {
@@ -106,6 +111,7 @@ impl ConnResult {
             Self::TunnelFailed => "tunnel_failed",
             Self::NotLocal => "not_local",
             Self::IdentityMismatch => "identity_mismatch",
+            Self::NoHealthyEndpoint => "no_healthy_endpoint",
         }
     }
 }
@@ -257,34 +263,28 @@ impl Proxy {
                 log.src = Some(w.key());
                 log.src_identity = Some(w.identity(td).to_string());
             }
-            let dst_ip = Ipv4Addr::from(u32::from_be(o.dst_ip));
-            if let Some(w) = reg.by_ip(dst_ip) {
-                log.dst = Some(w.key());
-                log.dst_identity = Some(w.identity(td).to_string());
-            } else if let Some(r) = reg.remote(dst_ip) {
-                log.dst = Some(r.key.clone());
-                log.dst_identity = Some(r.identity.to_string());
-            }
+            self.describe_dst(&reg, Ipv4Addr::from(u32::from_be(o.dst_ip)), &mut log);
         }
         let result = match orig {
             None => ConnResult::NoOriginalDestination,
             Some(o) if o.direction != kind.expected_direction() => ConnResult::WrongListener,
-            Some(o) => {
-                let dst = orig_socket_addr(&o);
-                if *dst.ip() == self.node_ip && self.ports.contains(&dst.port()) {
+            Some(o) => match self.resolve_service(&reg, kind, &o, &mut log) {
+                Err(r) => r,
+                Ok(Target { addr: dst, .. })
+                    if *dst.ip() == self.node_ip && self.ports.contains(&dst.port()) =>
+                {
                     ConnResult::Loop
-                } else {
-                    match self.open_upstream(&reg, kind, &o, dst, &mut log).await {
-                        Ok(Upstream::Direct(upstream)) => {
-                            return self.finish(client, upstream, drained, log, started).await;
-                        }
-                        Ok(Upstream::Tunnel(upstream)) => {
-                            return self.finish(client, upstream, drained, log, started).await;
-                        }
-                        Err(r) => r,
-                    }
                 }
-            }
+                Ok(target) => match self.open_upstream(&reg, kind, &o, target, &mut log).await {
+                    Ok(Upstream::Direct(upstream)) => {
+                        return self.finish(client, upstream, drained, log, started).await;
+                    }
+                    Ok(Upstream::Tunnel(upstream)) => {
+                        return self.finish(client, upstream, drained, log, started).await;
+                    }
+                    Err(r) => r,
+                },
+            },
         };
         // Not relayed: the client gets a reset, as it would from an unreachable destination.
         relay::reset(&client);
@@ -316,17 +316,80 @@ impl Proxy {
         );
     }
 
+    /// Names the destination workload (local or remote) in the access log.
+    fn describe_dst(&self, reg: &Registry, ip: Ipv4Addr, log: &mut AccessLog) {
+        if let Some(w) = reg.by_ip(ip) {
+            log.dst = Some(w.key());
+            log.dst_identity = Some(w.identity(self.trust_domain()).to_string());
+        } else if let Some(r) = reg.remote(ip) {
+            log.dst = Some(r.key.clone());
+            log.dst_identity = Some(r.identity.to_string());
+        }
+    }
+
+    /// Where an outbound connection to a service VIP goes: one of its endpoints, round
+    /// robin. A VIP the caller's namespace may not use (`exportTo`) is dialled as it is, as
+    /// Istio's sidecar passes an unknown address through to the original destination (in a
+    /// cluster, kube-proxy may still answer there; the mesh adds nothing). A service port
+    /// without endpoints is refused. Other destinations, and inbound callers (15006 never
+    /// sees a VIP: connect4 sends only dials of enrolled pod IPs there), are unchanged.
+    fn resolve_service(
+        &self,
+        reg: &Registry,
+        kind: Listener,
+        orig: &OrigDst,
+        log: &mut AccessLog,
+    ) -> Result<Target, ConnResult> {
+        let dst = orig_socket_addr(orig);
+        let direct = Target {
+            addr: dst,
+            identity: None,
+        };
+        if kind != Listener::Outbound {
+            return Ok(direct);
+        }
+        let namespace = reg
+            .by_netns_cookie(orig.src_netns_cookie)
+            .map(|w| w.namespace.as_str());
+        match reg.services.lookup(namespace, dst) {
+            Lookup::NotAService => Ok(direct),
+            Lookup::NotVisible(svc) => {
+                log.dst_service = Some(svc.service.clone());
+                log.lb = Some(Lb::ServiceNotVisible);
+                Ok(direct)
+            }
+            Lookup::Service(svc) => {
+                log.dst_service = Some(svc.service.clone());
+                let Some(endpoint) = svc.pick() else {
+                    log.lb = Some(Lb::NoEndpoint);
+                    return Err(ConnResult::NoHealthyEndpoint);
+                };
+                let addr = SocketAddrV4::new(endpoint.ip, endpoint.port);
+                log.lb = Some(Lb::RoundRobin);
+                log.dst_endpoint = Some(addr);
+                self.describe_dst(reg, endpoint.ip, log);
+                Ok(Target {
+                    addr,
+                    identity: endpoint.identity.clone(),
+                })
+            }
+        }
+    }
+
     /// Where a captured connection goes: a local pod or a non-mesh destination directly
-    /// (with the mark), an enrolled pod on another node through the tunnel. Plaintext
-    /// callers (15006) are first checked against PeerAuthentication.
+    /// (with the mark), an enrolled pod on another node through the tunnel, expecting the
+    /// identity the service endpoint names (or, for a pod dialled by IP, the one the
+    /// registry knows). Plaintext callers (15006) are first checked against
+    /// PeerAuthentication.
     async fn open_upstream(
         &self,
         reg: &Registry,
         kind: Listener,
         orig: &OrigDst,
-        dst: SocketAddrV4,
+        target: Target,
         log: &mut AccessLog,
     ) -> Result<Upstream, ConnResult> {
+        let dst = target.addr;
         if kind == Listener::Inbound {
             self.admit_plaintext(reg, orig, dst, log)?;
         }
@@ -335,7 +398,7 @@ impl Proxy {
                 .by_netns_cookie(orig.src_netns_cookie)
                 .map(|w| w.identity(self.trust_domain()));
             reg.remote(*dst.ip())
-                .map(|r| (src, r.node_ip, r.identity.clone()))
+                .map(|r| (src, r.node_ip, target.identity.unwrap_or(r.identity)))
         };
         match (kind, remote, &self.mesh) {
             (Listener::Outbound, Some((Some(src), node, dst_identity)), Some(mesh)) => {
@@ -366,7 +429,7 @@ impl Proxy {
         };
         let decision = reg.peer_authentications().effective(
             &mesh.root_namespace,
-            &Target {
+            &peer_authentication::Target {
                 namespace: &w.namespace,
                 labels: &w.labels,
                 port: dst.port(),
@@ -439,6 +502,13 @@ pub(crate) fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
     }
 }
 
+/// The address a connection is relayed to, after service resolution.
+struct Target {
+    addr: SocketAddrV4,
+    /// The identity a service endpoint is expected to present through the tunnel.
+    identity: Option<Identity>,
+}
+
 enum Upstream {
     Direct(TcpStream),
     Tunnel(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>),
@@ -458,6 +528,34 @@ struct AccessLog {
     dst_identity: Option<String>,
     /// The PeerAuthentication decision, for plaintext callers.
     authn: Option<String>,
+    /// `namespace/name` of the service whose VIP and port the client dialled.
+    dst_service: Option<String>,
+    /// The service endpoint chosen for this connection.
+    dst_endpoint: Option<SocketAddrV4>,
+    /// What the proxy did with a service VIP.
+    lb: Option<Lb>,
+}
+
+/// The `lb` field of the access log: what became of a connection to a service VIP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lb {
+    /// An endpoint was chosen round robin (see `crate::services`).
+    RoundRobin,
+    /// The service port had no ready endpoint; the connection was refused.
+    NoEndpoint,
+    /// The caller's namespace may not use the service (`exportTo`): the VIP was dialled
+    /// as it is, like any address the mesh does not know.
+    ServiceNotVisible,
+}
+
+impl Lb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+            Self::NoEndpoint => "no_endpoint",
+            Self::ServiceNotVisible => "service_not_visible",
+        }
+    }
 }
 
 impl AccessLog {
@@ -489,6 +587,9 @@ impl AccessLog {
             dst_workload = %dash(&self.dst),
             dst_identity = %dash(&self.dst_identity),
             authn = %dash(&self.authn),
+            dst_service = %dash(&self.dst_service),
+            dst_endpoint = %self.dst_endpoint.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            lb = self.lb.map_or("-", Lb::as_str),
             bytes_to_dst = bytes_up,
             bytes_from_dst = bytes_down,
             duration_ms = started.elapsed().as_secs_f64() * 1000.0,

@@ -32,6 +32,7 @@ use super::{Selection, Skipped, Workload};
 use crate::{
     datapath::{self, netns, routes, Datapath, PodDatapath},
     identity::IdentityManager,
+    services::ServiceIndex,
 };
 
 /// What the proxy and the admin endpoint know about enrolled workloads.
@@ -53,6 +54,8 @@ pub struct Registry {
     pub remote_endpoints: BTreeMap<Ipv4Addr, Endpoint>,
     /// Every PeerAuthentication in the cluster.
     pub peer_authentications: PeerAuthentications,
+    /// Service VIPs and ports, with their endpoints, for outbound load balancing.
+    pub services: ServiceIndex,
     #[serde(skip)]
     by_cookie: HashMap<u64, String>,
     #[serde(skip)]
@@ -178,6 +181,7 @@ impl Enroller {
         let reg = &mut self.registry;
         reg.remote_endpoints = config.endpoints.clone();
         reg.peer_authentications = PeerAuthentications::new(config.peer_authentications.iter().cloned());
+        reg.services = ServiceIndex::build(&config.services, &reg.services);
         let local: HashMap<Ipv4Addr, Identity> = reg
             .workloads
             .values()
