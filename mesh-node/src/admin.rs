@@ -70,7 +70,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
 fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/ready" => {
-            if state.registry.load().passes > 0 {
+            if state.registry.load().config_version > 0 {
                 text(StatusCode::OK, "ready\n")
             } else {
                 text(

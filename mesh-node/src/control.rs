@@ -202,6 +202,9 @@ fn candidate(
 /// Runs one enrollment pass on the blocking pool (it makes syscalls and enters pod
 /// namespaces), with a new config or the current one.
 async fn reapply(applier: &mut Option<Applier>, new: Option<(NodeConfig, u64)>) {
+    if new.is_none() && applier.as_ref().is_some_and(|a| a.version == 0) {
+        return; // nothing to re-apply before the first config
+    }
     let Some(mut a) = applier.take() else { return };
     let pass = tokio::task::spawn_blocking(move || {
         if let Some((config, version)) = new {

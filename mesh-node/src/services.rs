@@ -21,7 +21,7 @@ use std::{
     },
 };
 
-use mesh_api::node_config::{self, ServiceConfig, ServiceEndpoint};
+use mesh_api::node_config::{self, ServiceConfig, ServiceEndpoint, ServiceResolution};
 use serde::Serialize;
 
 /// Service ports by `vip:port`, for every TCP port of every service the controller sent.
@@ -70,7 +70,12 @@ impl ServiceIndex {
         let mut by_addr = BTreeMap::new();
         let mut sorted: Vec<&ServiceConfig> = services.iter().collect();
         sorted.sort_by(|a, b| a.name.cmp(&b.name));
-        for svc in sorted {
+        // Passthrough entries (ServiceEntry `resolution: NONE`) and address ranges are not
+        // load-balanced: the connection goes where the client dialled, like any address.
+        for svc in sorted
+            .into_iter()
+            .filter(|s| s.vip_prefix_len == 32 && s.resolution != ServiceResolution::Passthrough)
+        {
             // The proxy relays TCP only; a UDP or SCTP port of the same number is not this.
             for port in svc
                 .ports
@@ -154,6 +159,7 @@ mod tests {
             port: 8080,
             pod: None,
             identity: None,
+            labels: Default::default(),
         }
     }
 
@@ -162,6 +168,10 @@ mod tests {
             name: name.into(),
             hostname: format!("{name}.svc"),
             vip: vip.into(),
+            vip_prefix_len: 32,
+            source: Default::default(),
+            location: Default::default(),
+            resolution: Default::default(),
             ports: vec![
                 ServicePortConfig {
                     name: "http".into(),

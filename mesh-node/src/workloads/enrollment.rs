@@ -217,13 +217,24 @@ impl Enroller {
         }
 
         let reg = &mut self.registry;
+        // The kernel state of a pod depends only on its datapath (netns, address, veth): a
+        // change of labels or service account updates the registry entry and leaves the
+        // pod's capture and guards in place, so its traffic never has a gap.
+        for (w, dp) in &resolved {
+            if let Some(current) = reg.workloads.get_mut(&w.key()) {
+                if current.datapath == *dp && current.workload != **w {
+                    current.workload = (*w).clone();
+                    reg.last_change = Some(SystemTime::now());
+                }
+            }
+        }
         let stale: Vec<String> = reg
             .workloads
             .iter()
             .filter(|(key, current)| {
                 !resolved
                     .iter()
-                    .any(|(w, dp)| &w.key() == *key && **w == current.workload && *dp == current.datapath)
+                    .any(|(w, dp)| &w.key() == *key && *dp == current.datapath)
             })
             .map(|(key, _)| key.clone())
             .collect();
