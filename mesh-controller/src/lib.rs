@@ -1,5 +1,6 @@
-//! The Trellis controller. Today it is the mesh's certificate authority; the control plane
-//! (Istio CRDs compiled into per-node config) arrives with its own issue.
+//! The Trellis controller: objects from a source (Kubernetes or a YAML directory), compiled
+//! per node and streamed to the nodes (`distribution`), the mesh's CA (`ca`, `service`), and
+//! the debug endpoint `mesh-ctl` reads.
 
 pub mod app;
 pub mod authz;

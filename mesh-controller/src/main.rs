@@ -4,7 +4,10 @@ use clap::{Parser, Subcommand};
 use mesh_controller::{app, config::Config};
 
 #[derive(Parser)]
-#[command(version, about = "Trellis controller (certificate authority)")]
+#[command(
+    version,
+    about = "Trellis controller (config stream and certificate authority)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -12,7 +15,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the CA (Istio's CreateCertificate API) on 15012.
+    /// Serve the config stream and the CA (Istio's CreateCertificate API) on 15012.
     Run(Config),
 }
 
