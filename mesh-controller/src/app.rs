@@ -79,6 +79,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     tracing::info!(listen = %config.listen, server_name = %config.server_name, debug = %config.debug_addr, "config stream and CA starting");
     Server::builder()
+        // Config streams live for days: pings find nodes that vanished without a FIN.
+        .http2_keepalive_interval(Some(Duration::from_secs(15)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tls_config(ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key)))?
         .add_service(IstioCertificateServiceServer::new(ca_service))
         .add_service(ConfigDiscoveryServer::new(config_service))

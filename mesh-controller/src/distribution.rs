@@ -28,6 +28,9 @@ pub struct SyncTable(Arc<Mutex<BTreeMap<String, NodeEntry>>>);
 #[derive(Default)]
 pub struct NodeEntry {
     pub sync: NodeSync,
+    /// Which stream owns this entry: a node that reconnects before its old stream is noticed
+    /// dead must not be marked disconnected when that old stream finally ends.
+    session: u64,
     /// The config of `sync.version_acked`.
     pub acked: Option<Arc<NodeConfig>>,
 }
@@ -41,6 +44,7 @@ impl SyncTable {
                 ..NodeSync::default()
             },
             acked: None,
+            session: 0,
         });
         f(entry)
     }
@@ -92,13 +96,16 @@ impl ConfigDiscovery for ConfigService {
             )));
         }
         tracing::info!(%node, applied_version = hello.applied_version, "node connected to the config stream");
-        self.table.update(&node, |e| {
+        let session = self.table.update(&node, |e| {
+            e.session += 1;
             e.sync.connected = true;
             e.sync.since = unix_now();
             e.sync.applied_at_connect = hello.applied_version;
+            e.session
         });
         let (tx, rx) = mpsc::channel(4);
         let session = Session {
+            id: session,
             node,
             options: self.options.clone(),
             table: self.table.clone(),
@@ -112,6 +119,8 @@ impl ConfigDiscovery for ConfigService {
 }
 
 struct Session {
+    /// This stream's number in the node's entry.
+    id: u64,
     node: String,
     options: Options,
     table: SyncTable,
@@ -155,8 +164,10 @@ impl Session {
         }
         tracing::info!(node = %self.node, "node disconnected from the config stream");
         self.table.update(&self.node, |e| {
-            e.sync.connected = false;
-            e.sync.since = unix_now();
+            if e.session == self.id {
+                e.sync.connected = false;
+                e.sync.since = unix_now();
+            }
         });
     }
 

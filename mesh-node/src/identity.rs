@@ -376,7 +376,12 @@ impl IdentityManager {
             .map_err(|e| unreachable(&e))?
             .tls_config(tls)
             .map_err(|e| unreachable(&e))?
-            .connect_timeout(Duration::from_secs(3));
+            .connect_timeout(Duration::from_secs(3))
+            // The config stream is long-lived: pings notice a controller that vanished
+            // without closing the connection, so the node reconnects elsewhere.
+            .http2_keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
         if let Some(t) = timeout {
             endpoint = endpoint.timeout(t);
         }
