@@ -48,8 +48,6 @@ pub struct Registry {
     pub config_version: u64,
     /// When that version was applied.
     pub config_applied_at: Option<SystemTime>,
-    /// Completed reconcile passes; 0 until the first config was applied.
-    pub passes: u64,
     /// Enrolled workloads on other nodes, by pod IP: reached through the tunnel.
     pub remote_endpoints: BTreeMap<Ipv4Addr, Endpoint>,
     /// Every PeerAuthentication in the cluster.
@@ -157,35 +155,42 @@ impl Enroller {
     }
 
     /// One reconcile pass: brings the datapath and the registry to `config` (version
-    /// `version`), then publishes the registry.
+    /// `version`), then publishes the registry if anything changed. The periodic re-run of
+    /// an unchanged version only touches the kernel side (pods whose netns or veth appeared
+    /// late); the cluster tables are rebuilt once per version.
     pub fn pass(&mut self, config: &NodeConfig, version: u64) {
         let selection = Selection {
             enrolled: config.workloads.clone(),
             skipped: config.skipped.clone(),
         };
+        let (last_change, failed) = (self.registry.last_change, self.registry.failed.clone());
         self.apply(&selection);
-        self.update_cluster(config);
-        let reg = &mut self.registry;
-        if reg.config_version != version {
+        let new_version = self.registry.config_version != version;
+        let workloads_changed = self.registry.last_change != last_change;
+        if new_version {
+            let reg = &mut self.registry;
+            reg.remote_endpoints = config.endpoints.clone();
+            reg.peer_authentications = PeerAuthentications::new(config.peer_authentications.iter().cloned());
+            reg.services = ServiceIndex::build(&config.services, &reg.services);
             reg.config_version = version;
             reg.config_applied_at = Some(SystemTime::now());
         }
-        reg.passes += 1;
-        self.published.store(Arc::new(self.registry.clone()));
+        if new_version || workloads_changed {
+            self.update_identities();
+        }
+        if new_version || workloads_changed || self.registry.failed != failed {
+            self.published.store(Arc::new(self.registry.clone()));
+        }
     }
 
-    /// What this node needs to know about the rest of the cluster, and the identities it
-    /// must hold.
-    fn update_cluster(&mut self, config: &NodeConfig) {
-        let trust_domain = self.trust_domain.clone();
-        let reg = &mut self.registry;
-        reg.remote_endpoints = config.endpoints.clone();
-        reg.peer_authentications = PeerAuthentications::new(config.peer_authentications.iter().cloned());
-        reg.services = ServiceIndex::build(&config.services, &reg.services);
+    /// Tells the identity manager which identities this node's enrolled workloads need.
+    fn update_identities(&self) {
+        let trust_domain = &self.trust_domain;
+        let reg = &self.registry;
         let local: HashMap<Ipv4Addr, Identity> = reg
             .workloads
             .values()
-            .map(|e| (e.workload.ip, e.workload.identity(&trust_domain)))
+            .map(|e| (e.workload.ip, e.workload.identity(trust_domain)))
             .collect();
         if let Some(ids) = &self.identities {
             ids.set_local(local);
