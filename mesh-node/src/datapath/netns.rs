@@ -2,17 +2,73 @@
 //! `bpf_get_netns_cookie`. User space learns a namespace's cookie by opening a socket inside
 //! it (`SO_NETNS_COOKIE`, Linux 5.14).
 
-use std::{fs::File, io, os::fd::AsRawFd as _, path::Path};
+use std::{
+    collections::{HashMap, HashSet},
+    fs::File,
+    io,
+    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
+    path::{Path, PathBuf},
+};
 
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
 /// The cookie of the network namespace at `path` (e.g. `/run/netns/pod-a` or
 /// `/proc/<pid>/ns/net`).
 pub fn cookie(path: &Path) -> io::Result<u64> {
-    let ns = File::open(path)?;
+    cookie_of(&File::open(path)?)
+}
+
+/// The cookies of the namespaces enrolled pods live in, remembered between enrollment
+/// passes. Learning a cookie costs a thread and a `setns`; checking that a path still names
+/// the same namespace costs one `stat`. The open descriptor kept with each entry pins its
+/// namespace, so the namespace's inode number cannot be handed to a new namespace (a pod
+/// recreated under the same path) while the entry exists.
+#[derive(Default)]
+pub struct Cookies {
+    known: HashMap<PathBuf, Known>,
+}
+
+struct Known {
+    _pinned: File,
+    dev: u64,
+    ino: u64,
+    cookie: u64,
+}
+
+impl Cookies {
+    /// The cookie of the namespace at `path` now.
+    pub fn get(&mut self, path: &Path) -> io::Result<u64> {
+        let now = std::fs::metadata(path)?;
+        if let Some(k) = self.known.get(path) {
+            if (k.dev, k.ino) == (now.dev(), now.ino()) {
+                return Ok(k.cookie);
+            }
+        }
+        let ns = File::open(path)?;
+        let opened = ns.metadata()?;
+        let cookie = cookie_of(&ns)?;
+        self.known.insert(
+            path.to_owned(),
+            Known {
+                dev: opened.dev(),
+                ino: opened.ino(),
+                cookie,
+                _pinned: ns,
+            },
+        );
+        Ok(cookie)
+    }
+
+    /// Forgets (and unpins) every namespace whose path is not in `paths`.
+    pub fn retain(&mut self, paths: &HashSet<&Path>) {
+        self.known.retain(|path, _| paths.contains(path.as_path()));
+    }
+}
+
+fn cookie_of(ns: &File) -> io::Result<u64> {
     // setns moves only the calling thread, so a short-lived thread does the work and the
     // rest of the process never leaves the node's namespace.
-    std::thread::scope(|s| s.spawn(|| cookie_inside(&ns)).join())
+    std::thread::scope(|s| s.spawn(|| cookie_inside(ns)).join())
         .map_err(|_| io::Error::other("netns cookie thread panicked"))?
 }
 
@@ -51,10 +107,61 @@ pub fn own_cookie() -> io::Result<u64> {
 
 #[cfg(test)]
 mod tests {
+    use std::{collections::HashSet, path::Path};
+
     #[test]
     fn own_namespace_has_a_stable_nonzero_cookie() {
         let a = super::own_cookie().expect("SO_NETNS_COOKIE needs Linux 5.14");
         assert_ne!(a, 0);
         assert_eq!(a, super::own_cookie().unwrap());
+    }
+
+    #[test]
+    fn remembered_cookies_are_checked_against_the_path_and_forgotten_on_request() {
+        let mut cookies = super::Cookies::default();
+        let own = Path::new("/proc/self/ns/net");
+        let first = cookies.get(own).unwrap();
+        assert_eq!(first, super::own_cookie().unwrap());
+        assert_eq!(cookies.get(own).unwrap(), first, "the remembered cookie");
+        assert_eq!(cookies.known.len(), 1);
+
+        // Another path naming another namespace kind: a fresh lookup, which fails for a
+        // non-network namespace instead of returning a remembered value.
+        assert!(cookies.get(Path::new("/proc/self/ns/uts")).is_err());
+        assert!(cookies.get(Path::new("/nonexistent/netns")).is_err());
+
+        cookies.retain(&HashSet::new());
+        assert_eq!(cookies.known.len(), 0);
+    }
+
+    /// A pod recreated under the same netns path is a new namespace with a new cookie, even
+    /// though the kernel may reuse a freed namespace's inode number.
+    #[test]
+    fn a_namespace_recreated_under_the_same_path_gets_its_new_cookie() {
+        struct Netns(String);
+        impl Drop for Netns {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", &self.0])
+                    .status();
+            }
+        }
+        let ip = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("iproute2");
+            assert!(status.success(), "ip {args:?} (this test needs root)");
+        };
+        let ns = Netns(format!("trellis-cookie-test-{}", std::process::id()));
+        let path = Path::new("/run/netns").join(&ns.0);
+        let mut cookies = super::Cookies::default();
+        ip(&["netns", "add", &ns.0]);
+        let first = cookies.get(&path).unwrap();
+        ip(&["netns", "del", &ns.0]);
+        ip(&["netns", "add", &ns.0]);
+        let second = cookies.get(&path).unwrap();
+        assert_ne!(first, second);
+        assert_eq!(second, super::cookie(&path).unwrap());
     }
 }

@@ -3,12 +3,6 @@
 
 use std::net::Ipv4Addr;
 
-/// Reads the routing table of the namespace this process is in.
-pub fn interface_for(ip: Ipv4Addr) -> std::io::Result<Option<String>> {
-    let table = std::fs::read_to_string("/proc/self/net/route")?;
-    Ok(pick_interface(&table, ip))
-}
-
 /// Longest-prefix match over the text of `/proc/net/route`, ignoring routes through a
 /// gateway (the pod's veth is a directly connected route, never the default route).
 pub fn pick_interface(table: &str, ip: Ipv4Addr) -> Option<String> {

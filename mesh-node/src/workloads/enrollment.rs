@@ -13,8 +13,9 @@
 //! cannot use the tunnel; it fails closed.)
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     net::Ipv4Addr,
+    path::Path,
     sync::{Arc, Mutex},
     time::SystemTime,
 };
@@ -133,6 +134,8 @@ pub struct Enroller {
     /// Told which identities this node needs, when mTLS is configured.
     pub identities: Option<Arc<IdentityManager>>,
     first_pass: bool,
+    /// Netns cookies, remembered so the pass every 500 ms costs a `stat` per pod.
+    cookies: netns::Cookies,
 }
 
 impl Enroller {
@@ -151,6 +154,7 @@ impl Enroller {
             trust_domain,
             identities,
             first_pass: true,
+            cookies: netns::Cookies::default(),
         }
     }
 
@@ -202,8 +206,11 @@ impl Enroller {
         let mut datapath = datapath.lock().unwrap_or_else(|p| p.into_inner());
         let mut failed = Vec::new();
         let mut resolved = Vec::new();
+        // One read of the routing table per pass, whatever the number of pods.
+        let routes = std::fs::read_to_string("/proc/self/net/route")
+            .map_err(|e| format!("reading the routing table: {e}"));
         for workload in &selection.enrolled {
-            match resolve(workload) {
+            match resolve(workload, &routes, &mut self.cookies) {
                 Ok(dp) => resolved.push((workload, dp)),
                 Err(reason) => failed.push(Skipped {
                     pod: workload.key(),
@@ -277,6 +284,8 @@ impl Enroller {
                 }),
             }
         }
+        let paths: HashSet<&Path> = selection.enrolled.iter().map(|w| w.netns.as_path()).collect();
+        self.cookies.retain(&paths);
         for f in &failed {
             if !reg.failed.contains(f) {
                 tracing::warn!(workload = %f.pod, reason = %f.reason, "cannot enroll yet; will retry");
@@ -287,13 +296,18 @@ impl Enroller {
     }
 }
 
-/// Finds what the kernel needs for a workload: its netns cookie and host-side veth.
-fn resolve(workload: &Workload) -> Result<PodDatapath, String> {
-    let netns_cookie = netns::cookie(&workload.netns)
+/// Finds what the kernel needs for a workload: its netns cookie and host-side veth (from
+/// `routes`, the text of the routing table).
+fn resolve(
+    workload: &Workload,
+    routes: &Result<String, String>,
+    cookies: &mut netns::Cookies,
+) -> Result<PodDatapath, String> {
+    let netns_cookie = cookies
+        .get(&workload.netns)
         .map_err(|e| format!("network namespace {}: {e}", workload.netns.display()))?;
-    let host_iface = routes::interface_for(workload.ip)
-        .map_err(|e| format!("reading the routing table: {e}"))?
-        .ok_or_else(|| {
+    let host_iface =
+        routes::pick_interface(routes.as_ref().map_err(Clone::clone)?, workload.ip).ok_or_else(|| {
             format!(
                 "no directly connected route to {} on this node: is the pod's veth up?",
                 workload.ip
