@@ -22,7 +22,7 @@ use tokio::{
 
 use crate::{
     admin::{self, AdminState},
-    config::Config,
+    config::{Config, TunnelSecurity},
     control::{ControlClient, ControlStatus},
     datapath::{self, cgroup, netns, Datapath, Settings},
     identity::{CaSettings, IdentityManager},
@@ -125,6 +125,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
             identities: ids.clone(),
             tunnel: TunnelClient::new(
                 ids.clone(),
+                config.tunnel_security,
                 config.tunnel_port,
                 config.proxy_mark,
                 config.connect_timeout(),
@@ -155,9 +156,16 @@ pub async fn run(config: Config) -> Result<(), Error> {
     if let Some(ids) = &identities {
         mesh_api::crypto::install_default();
         let tunnel = bind("tunnel listener", config.tunnel_port).await?;
+        if config.tunnel_security == TunnelSecurity::Plaintext {
+            tracing::warn!(
+                "--tunnel-security plaintext: node-to-node tunnels carry no TLS and no identity; \
+                 for measurement only"
+            );
+        }
         serving.push(tokio::spawn(proxy.clone().serve_tunnel(
             tunnel,
             ids.clone(),
+            config.tunnel_security,
             shutdown_rx.clone(),
             active_tx.clone(),
         )));

@@ -98,6 +98,14 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_TUNNEL_PORT", default_value_t = 15_008)]
     pub tunnel_port: u16,
 
+    /// How node-to-node tunnels are carried. `mtls`: HTTP/2 CONNECT inside mutual TLS 1.3
+    /// (the default; the only mode for production). `plaintext`: the same HTTP/2 CONNECT over
+    /// plain TCP, to measure what mTLS costs (the benchmark's trellis-tcp arm). A plaintext
+    /// tunnel carries no identity: what arrives through it is plaintext traffic, which STRICT
+    /// PeerAuthentication refuses. Every node must use the same mode.
+    #[arg(long, env = "TRELLIS_TUNNEL_SECURITY", value_enum, default_value_t = TunnelSecurity::Mtls)]
+    pub tunnel_security: TunnelSecurity,
+
     /// Istio's root namespace: PeerAuthentications there without a selector are mesh-wide.
     #[arg(long, env = "TRELLIS_ROOT_NAMESPACE", default_value = "istio-system")]
     pub root_namespace: String,
@@ -131,6 +139,13 @@ impl Config {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
     }
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TunnelSecurity {
+    Mtls,
+    Plaintext,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, Serialize, PartialEq, Eq)]

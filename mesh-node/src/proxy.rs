@@ -391,7 +391,7 @@ impl Proxy {
     ) -> Result<Upstream, ConnResult> {
         let dst = target.addr;
         if kind == Listener::Inbound {
-            self.admit_plaintext(reg, orig, dst, log)?;
+            self.admit_plaintext(reg, Some(orig.src_netns_cookie), dst, log)?;
         }
         let remote = {
             let src = reg
@@ -415,11 +415,12 @@ impl Proxy {
         }
     }
 
-    /// PeerAuthentication for a plaintext caller of a local workload.
+    /// PeerAuthentication for a plaintext caller of a local workload: a node-local caller (the
+    /// kernel tells its netns) or a plaintext tunnel (no netns known).
     fn admit_plaintext(
         &self,
         reg: &Registry,
-        orig: &OrigDst,
+        src_netns_cookie: Option<u64>,
         dst: SocketAddrV4,
         log: &mut AccessLog,
     ) -> Result<(), ConnResult> {
@@ -439,7 +440,7 @@ impl Proxy {
         let mut authn = format!("{:?} ({} scope, {policy})", decision.mode, decision.scope).to_uppercase();
         let verdict = if decision.mode.allows_plaintext() {
             Ok(())
-        } else if mesh.exempt_node && orig.src_netns_cookie == mesh.node_netns_cookie {
+        } else if mesh.exempt_node && src_netns_cookie == Some(mesh.node_netns_cookie) {
             authn.push_str("; NODE-LOCAL CALLER EXEMPT");
             Ok(())
         } else {
@@ -559,12 +560,13 @@ impl Lb {
 }
 
 impl AccessLog {
-    fn tunnel(peer: SocketAddr, target: SocketAddrV4, peer_identity: &mesh_api::identity::Identity) -> Self {
+    /// A tunnel stream from `peer`, whose verified identity (none over a plaintext tunnel).
+    fn tunnel(peer: SocketAddr, target: SocketAddrV4, peer_identity: Option<&Identity>) -> Self {
         Self {
             kind: Some(Listener::Tunnel),
             peer: Some(peer),
             target: Some(target),
-            src_identity: Some(peer_identity.to_string()),
+            src_identity: peer_identity.map(Identity::to_string),
             ..Self::default()
         }
     }

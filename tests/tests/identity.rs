@@ -23,6 +23,74 @@ fn two_nodes(test: &str, ttl: Option<u64>) -> Topology {
     t
 }
 
+/// Both nodes with `--tunnel-security plaintext` (the benchmark's trellis-tcp arm): the same
+/// HTTP/2 CONNECT between the nodes with no TLS on the wire, and what arrives through it is a
+/// plaintext caller without identity, which STRICT PeerAuthentication refuses.
+#[test]
+fn a_plaintext_tunnel_carries_no_identity_and_strict_refuses_it() {
+    let mut t = Topology::builder("plaintext_tunnel")
+        .node("n1")
+        .node("n2")
+        .pod("n1", "shop/a")
+        .pod("n2", "shop/e")
+        .enrolled_namespace("shop")
+        .build()
+        .unwrap();
+    for node in ["n1", "n2"] {
+        t.set_node_args(node, &["--tunnel-security", "plaintext"]);
+    }
+    t.start_all().unwrap();
+    let e = t.pod("e");
+    servers::http(&e.netns, 8080);
+    let url = |marker: &str| format!("http://{}:8080/{marker}", e.addr);
+
+    let capture = capture::Capture::start(&t.fabric().path()).unwrap();
+    let marker = "plaintext-tunnel-marker-4b1d";
+    let body = ok_body(&t.pod("a").curl(&url(marker)));
+    std::thread::sleep(Duration::from_millis(200));
+    let (_, wire) = capture.finish();
+    assert!(body.starts_with("peer="), "{body}");
+    assert!(
+        capture::contains(&wire, marker.as_bytes()),
+        "the request is on the wire in clear"
+    );
+    assert!(
+        capture::contains(&wire, b"PRI * HTTP/2.0"),
+        "the nodes speak HTTP/2 to each other"
+    );
+    let n2 = t.node("n2").mesh();
+    let tunnel = n2.wait_access_log(1);
+    assert_eq!(field(&tunnel[0], "listener"), "tunnel");
+    assert_eq!(field(&tunnel[0], "src_identity"), "-");
+    assert_eq!(field(&tunnel[0], "dst_workload"), "shop/e");
+    assert!(
+        field(&tunnel[0], "authn").starts_with("PERMISSIVE"),
+        "{}",
+        tunnel[0]
+    );
+    assert_eq!(field(&tunnel[0], "result"), "ok");
+
+    t.set_yaml(
+        "strict.yaml",
+        Some(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+             metadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n",
+        ),
+    )
+    .unwrap();
+    let applied = eventually(Duration::from_secs(5), || {
+        let w = t.node("n2").mesh().admin("/workloads");
+        (w["peer_authentications"].as_array().map_or(0, Vec::len) == 1).then_some(())
+    });
+    assert!(applied.is_some(), "n2 did not pick up the STRICT policy");
+    let refused = t.pod("a").curl(&url("under-strict"));
+    assert!(!refused.status.success(), "STRICT let a plaintext tunnel through");
+    let tunnel = n2.wait_access_log(2);
+    assert_eq!(field(&tunnel[1], "result"), "denied_plaintext", "{}", tunnel[1]);
+    let out = t.node("n1").mesh().wait_access_log(2);
+    assert_eq!(field(&out[1], "result"), "tunnel_failed", "{}", out[1]);
+}
+
 /// Waits until `node` holds a certificate for every one of its workloads.
 fn wait_for_certs(t: &Topology, node: &str, n: usize) {
     let ok = eventually(Duration::from_secs(10), || {

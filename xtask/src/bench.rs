@@ -2,8 +2,10 @@
 //! one network-namespace topology, every arm in the same run, interleaved, several rounds.
 //!
 //! Topology: node n1 with a client pod, node n2 with a server pod, joined by veths through a
-//! fabric bridge (198.18.0.0/15 only). Two pairs of pods: `mesh/*` (enrolled: the Trellis
-//! arm) and `plain/*` (not enrolled: the direct and HAProxy arms).
+//! fabric bridge (198.18.0.0/15 only). Two pairs of pods: `mesh/*` (enrolled: the
+//! trellis-mtls arm) and `plain/*` (not enrolled: the direct and HAProxy arms). The
+//! trellis-tcp arm adds nodes n3 and n4, whose proxies run `--tunnel-security plaintext`,
+//! with the pods `meshtcp/*`, the same placement again.
 //!
 //! CPU discipline on 2 cores: this process (servers) and the load generator run on CPU 0,
 //! the proxies (mesh-node, HAProxy) on CPU 1. A run whose generator used most of its core is
@@ -40,6 +42,31 @@ pub struct BenchArgs {
     /// Where results.jsonl and summary.md go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// Overrides for a focused run (profiling, an experiment): the profile's request rates,
+    #[arg(long, value_delimiter = ',')]
+    rates: Vec<u32>,
+    /// connection counts,
+    #[arg(long, value_delimiter = ',')]
+    connections: Vec<u32>,
+    /// seconds per run,
+    #[arg(long)]
+    duration_secs: Option<u64>,
+    /// rounds,
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// and workload kinds (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workloads: Vec<WorkloadKind>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WorkloadKind {
+    /// HTTP/1.1 keep-alive at fixed rates.
+    Http,
+    /// A new connection per request.
+    Connect,
+    /// iperf3 streams.
+    Bulk,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -47,6 +74,8 @@ pub struct BenchArgs {
 pub enum Arm {
     /// Client to server over the veths, no proxy: the floor.
     Direct,
+    /// Through both node proxies, the tunnel in plain TCP (no TLS): what mTLS costs.
+    TrellisTcp,
     /// Through both node proxies and the mTLS tunnel.
     TrellisMtls,
     /// HAProxy on both nodes, plain TCP between them.
@@ -59,6 +88,7 @@ impl Arm {
     fn name(self) -> &'static str {
         match self {
             Arm::Direct => "direct",
+            Arm::TrellisTcp => "trellis-tcp",
             Arm::TrellisMtls => "trellis-mtls",
             Arm::HaproxyTcp => "haproxy-tcp",
             Arm::HaproxyTls => "haproxy-tls",
@@ -72,6 +102,44 @@ struct Profile {
     duration_secs: u64,
     rounds: u32,
     bulk_streams: Vec<u32>,
+    kinds: Vec<WorkloadKind>,
+}
+
+impl Profile {
+    fn with_overrides(mut self, args: &BenchArgs) -> Self {
+        if !args.rates.is_empty() {
+            self.rates = args.rates.clone();
+        }
+        if !args.connections.is_empty() {
+            self.connections = args.connections.clone();
+        }
+        self.duration_secs = args.duration_secs.unwrap_or(self.duration_secs);
+        self.rounds = args.rounds.unwrap_or(self.rounds);
+        if !args.workloads.is_empty() {
+            self.kinds = args.workloads.clone();
+        }
+        self
+    }
+
+    fn workloads(&self) -> Vec<Workload> {
+        let mut workloads = Vec::new();
+        if self.kinds.contains(&WorkloadKind::Http) {
+            for &rate in &self.rates {
+                for &connections in &self.connections {
+                    workloads.push(Workload::Http { rate, connections });
+                }
+            }
+        }
+        if self.kinds.contains(&WorkloadKind::Connect) {
+            workloads.push(Workload::Connect { connections: 4 });
+        }
+        if self.kinds.contains(&WorkloadKind::Bulk) {
+            for &streams in &self.bulk_streams {
+                workloads.push(Workload::Bulk { streams });
+            }
+        }
+        workloads
+    }
 }
 
 #[derive(Serialize)]
@@ -92,6 +160,8 @@ struct Row {
     cpu_model: String,
     git_rev: String,
 }
+
+const ALL_KINDS: [WorkloadKind; 3] = [WorkloadKind::Http, WorkloadKind::Connect, WorkloadKind::Bulk];
 
 const HTTP_PORT: u16 = 8080;
 const ECHO_PORT: u16 = 7000;
@@ -122,6 +192,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             duration_secs: 10,
             rounds: 3,
             bulk_streams: vec![1, 4],
+            kinds: ALL_KINDS.to_vec(),
         }
     } else if args.quick {
         Profile {
@@ -130,6 +201,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             duration_secs: 3,
             rounds: 1,
             bulk_streams: vec![1],
+            kinds: ALL_KINDS.to_vec(),
         }
     } else {
         Profile {
@@ -138,10 +210,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             duration_secs: 5,
             rounds: 2,
             bulk_streams: vec![1],
+            kinds: ALL_KINDS.to_vec(),
         }
     };
+    let profile = profile.with_overrides(&args);
     let arms: Vec<Arm> = if args.arms.is_empty() {
-        vec![Arm::Direct, Arm::TrellisMtls, Arm::HaproxyTcp, Arm::HaproxyTls]
+        vec![
+            Arm::Direct,
+            Arm::TrellisTcp,
+            Arm::TrellisMtls,
+            Arm::HaproxyTcp,
+            Arm::HaproxyTls,
+        ]
     } else {
         args.arms.clone()
     };
@@ -150,21 +230,40 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The harness starts this mesh-node (and the controller next to it).
     std::env::set_var("TRELLIS_NODE_BIN", release.join("mesh-node"));
 
-    let mut t = Topology::builder("bench")
+    let tcp_arm = arms.contains(&Arm::TrellisTcp);
+    let mut builder = Topology::builder("bench")
         .node("n1")
         .node("n2")
         .pod("n1", "mesh/mclient")
         .pod("n2", "mesh/mserver")
         .pod("n1", "plain/pclient")
         .pod("n2", "plain/pserver")
-        .enrolled_namespace("mesh")
-        .build()?;
+        .enrolled_namespace("mesh");
+    if tcp_arm {
+        builder = builder
+            .node("n3")
+            .node("n4")
+            .pod("n3", "meshtcp/tclient")
+            .pod("n4", "meshtcp/tserver")
+            .enrolled_namespace("meshtcp");
+    }
+    let mut t = builder.build()?;
+    let nodes: &[&str] = if tcp_arm {
+        &["n1", "n2", "n3", "n4"]
+    } else {
+        &["n1", "n2"]
+    };
     // One data-plane worker per proxy, as HAProxy's nbthread 1: per-core figures.
-    for node in ["n1", "n2"] {
-        t.set_node_args(node, &["--worker-threads", "1"]);
+    for node in nodes {
+        let plaintext = ["n3", "n4"].contains(node);
+        let mut node_args = vec!["--worker-threads", "1"];
+        if plaintext {
+            node_args.extend(["--tunnel-security", "plaintext"]);
+        }
+        t.set_node_args(node, &node_args);
     }
     t.start_all()?;
-    for node in ["n1", "n2"] {
+    for &node in nodes {
         eventually(Duration::from_secs(10), || {
             (!t.node(node).mesh().admin("/certs")["certificates"]
                 .as_array()?
@@ -173,11 +272,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         })
         .with_context(|| format!("{node} got no certificate"))?;
     }
-    let mesh_pids: Vec<u32> = ["n1", "n2"].iter().map(|n| t.node(n).mesh().pid()).collect();
-    for pid in &mesh_pids {
+    let pids = |nodes: &[&str]| -> Vec<u32> { nodes.iter().map(|n| t.node(n).mesh().pid()).collect() };
+    let mesh_pids = pids(&["n1", "n2"]);
+    let tcp_pids = if tcp_arm { pids(&["n3", "n4"]) } else { Vec::new() };
+    for pid in mesh_pids.iter().chain(&tcp_pids) {
         pin_to_cpu(*pid, 1)?;
     }
-    for server in ["mserver", "pserver"] {
+    let servers: &[&str] = if tcp_arm {
+        &["mserver", "pserver", "tserver"]
+    } else {
+        &["mserver", "pserver"]
+    };
+    for server in servers {
         let ns = &t.pod(server).netns;
         tests::servers::http_body(ns, HTTP_PORT, 1024);
         tests::servers::byte_echo(ns, ECHO_PORT);
@@ -199,23 +305,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let idle_rss: Vec<u64> = mesh_pids.iter().map(|p| rss_kib(*p)).collect();
 
     for round in 1..=profile.rounds {
-        let mut workloads: Vec<Workload> = Vec::new();
-        for &rate in &profile.rates {
-            for &connections in &profile.connections {
-                workloads.push(Workload::Http { rate, connections });
-            }
-        }
-        workloads.push(Workload::Connect { connections: 4 });
-        for &streams in &profile.bulk_streams {
-            workloads.push(Workload::Bulk { streams });
-        }
-        for workload in &workloads {
+        for workload in &profile.workloads() {
             for &arm in &arms {
                 if crate::interrupt::requested() {
                     bail!("interrupted: tearing the topology down");
                 }
                 let proxies: &[u32] = match arm {
                     Arm::Direct => &[],
+                    Arm::TrellisTcp => &tcp_pids,
                     Arm::TrellisMtls => &mesh_pids,
                     Arm::HaproxyTcp | Arm::HaproxyTls => &haproxy_pids,
                 };
@@ -238,7 +335,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let synthetic = synthetic_rss(&t, mesh_pids[0])?;
-    let summary = summarize(&rows, &idle_rss, &synthetic, &env, &profile_name(&args));
+    let summary = summarize(&rows, &idle_rss, &synthetic, &env, &profile_name());
     std::fs::write(args.out.join("summary.md"), &summary)?;
     println!("\n{summary}");
     println!("results: {}", args.out.join("results.jsonl").display());
@@ -246,15 +343,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn profile_name(args: &BenchArgs) -> String {
-    if args.full {
-        "--full"
-    } else if args.quick {
-        "--quick"
-    } else {
-        "(default)"
-    }
-    .into()
+/// The command that reproduces this run, for the summary.
+fn profile_name() -> String {
+    let words: Vec<String> = ["cargo", "xtask", "bench"]
+        .into_iter()
+        .map(String::from)
+        .chain(std::env::args().skip(2))
+        .collect();
+    format!("`{}`", words.join(" "))
 }
 
 enum Workload {
@@ -268,6 +364,7 @@ fn target(t: &Topology, arm: Arm, port: u16) -> (String, std::net::SocketAddr) {
     let n1 = t.node("n1").addr;
     match arm {
         Arm::Direct => ("pclient".into(), (t.pod("pserver").addr, port).into()),
+        Arm::TrellisTcp => ("tclient".into(), (t.pod("tserver").addr, port).into()),
         Arm::TrellisMtls => ("mclient".into(), (t.pod("mserver").addr, port).into()),
         Arm::HaproxyTcp => ("pclient".into(), (n1, 20_000 + port % 1000).into()),
         Arm::HaproxyTls => ("pclient".into(), (n1, 21_000 + port % 1000).into()),
@@ -336,10 +433,10 @@ fn measure(
             )
         }
         Workload::Bulk { streams } => {
-            let server = if arm == Arm::TrellisMtls {
-                "mserver"
-            } else {
-                "pserver"
+            let server = match arm {
+                Arm::TrellisMtls => "mserver",
+                Arm::TrellisTcp => "tserver",
+                _ => "pserver",
             };
             let (client, addr) = target(t, arm, IPERF_PORT);
             let s = t.pod(server);
@@ -618,7 +715,7 @@ fn summarize(
         by.entry((r.workload.clone(), r.arm)).or_default().push(r);
     }
     let mut md = format!(
-        "Profile {profile}; kernel {}, CPU {}, git {}. Medians over rounds. Latency in microseconds; \
+        "Command {profile}; kernel {}, CPU {}, git {}. Medians over rounds. Latency in microseconds; \
          \"+p50/+p99\" is added over direct (ms). Proxy CPU in cores for both proxies together; \
          vCPU/krps = cores per 1,000 requests/s; MB/CPU-s = bulk bytes per proxy CPU-second. \
          mesh-node RSS idle: {:?} KiB; with (synthetic workloads, KiB) on n1: {:?}.\n\n\

@@ -3,6 +3,9 @@
 //! workload's* certificate. One pooled connection per (source identity, destination node,
 //! destination identity) carries every tunnel between them as HTTP/2 streams; the server's
 //! stream limit queues extra tunnels rather than failing them.
+//!
+//! With `--tunnel-security plaintext` the same HTTP/2 CONNECT runs over plain TCP, with no
+//! certificates (for measuring what TLS costs).
 
 use std::{
     collections::HashMap,
@@ -18,7 +21,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_api::identity::Identity;
 use rustls::pki_types::ServerName;
 
+use tokio::io::{AsyncRead, AsyncWrite};
+
 use crate::{
+    config::TunnelSecurity,
     identity::{IdentityManager, WorkloadCert},
     tls,
 };
@@ -61,19 +67,27 @@ struct PoolKey {
 
 pub struct TunnelClient {
     pub identities: Arc<IdentityManager>,
+    pub security: TunnelSecurity,
     pub port: u16,
     pub mark: u32,
     pub connect_timeout: Duration,
-    /// Per key: the serial of the source certificate the connection was made with, and the
-    /// connection. A renewed certificate gets a new connection; the old one closes once its
+    /// Per key: the serial of the source certificate the connection was made with (empty for
+    /// a plaintext tunnel), and the connection. A renewed certificate gets a new connection; the old one closes once its
     /// streams finish.
     pool: Mutex<HashMap<PoolKey, (String, Sender)>>,
 }
 
 impl TunnelClient {
-    pub fn new(identities: Arc<IdentityManager>, port: u16, mark: u32, connect_timeout: Duration) -> Self {
+    pub fn new(
+        identities: Arc<IdentityManager>,
+        security: TunnelSecurity,
+        port: u16,
+        mark: u32,
+        connect_timeout: Duration,
+    ) -> Self {
         Self {
             identities,
+            security,
             port,
             mark,
             connect_timeout,
@@ -95,25 +109,30 @@ impl TunnelClient {
             destination: destination.clone(),
         };
         let addr = SocketAddr::from((node, self.port));
-        let cert = self
-            .identities
-            .cert(source)
-            .ok_or_else(|| TunnelError::NoCertificate(source.clone()))?;
+        let cert = match self.security {
+            TunnelSecurity::Mtls => Some(
+                self.identities
+                    .cert(source)
+                    .ok_or_else(|| TunnelError::NoCertificate(source.clone()))?,
+            ),
+            TunnelSecurity::Plaintext => None,
+        };
+        let serial = cert.as_ref().map_or("", |c| c.serial.as_str());
         let pooled = self
             .pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            .filter(|(serial, s)| *serial == cert.serial && !s.is_closed())
+            .filter(|(pooled_serial, s)| pooled_serial == serial && !s.is_closed())
             .map(|(_, s)| s.clone());
         let mut sender = match pooled {
             Some(s) => s,
             None => {
-                let s = self.connect(&key, &cert, target).await?;
+                let s = self.connect(&key, cert.as_deref(), target).await?;
                 self.pool
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, (cert.serial.clone(), s.clone()));
+                    .insert(key, (serial.to_string(), s.clone()));
                 s
             }
         };
@@ -140,13 +159,27 @@ impl TunnelClient {
         Ok(TokioIo::new(hyper::upgrade::on(response).await.map_err(h2)?))
     }
 
+    /// A new tunnel connection: TCP, then mutual TLS presenting `cert` (none: plaintext),
+    /// then HTTP/2.
     async fn connect(
         &self,
         key: &PoolKey,
-        cert: &WorkloadCert,
+        cert: Option<&WorkloadCert>,
         target: SocketAddrV4,
     ) -> Result<Sender, TunnelError> {
         let addr = SocketAddr::from((key.node, self.port));
+        let socket =
+            tokio::net::TcpSocket::new_v4().map_err(|source| TunnelError::Connect { addr, source })?;
+        crate::proxy::set_mark(&socket, self.mark).map_err(|source| TunnelError::Connect { addr, source })?;
+        let tcp = tokio::time::timeout(self.connect_timeout, socket.connect(addr))
+            .await
+            .map_err(|_| TunnelError::Timeout(addr))?
+            .map_err(|source| TunnelError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let Some(cert) = cert else {
+            tracing::info!(peer = %addr, source = %key.source, destination = %key.destination, "plaintext tunnel connection established");
+            return http2(tcp, addr).await;
+        };
         let config = tls::client_config(
             self.identities.roots(),
             cert.certified.clone(),
@@ -156,14 +189,6 @@ impl TunnelClient {
             addr,
             message: e.to_string(),
         })?;
-        let socket =
-            tokio::net::TcpSocket::new_v4().map_err(|source| TunnelError::Connect { addr, source })?;
-        crate::proxy::set_mark(&socket, self.mark).map_err(|source| TunnelError::Connect { addr, source })?;
-        let tcp = tokio::time::timeout(self.connect_timeout, socket.connect(addr))
-            .await
-            .map_err(|_| TunnelError::Timeout(addr))?
-            .map_err(|source| TunnelError::Connect { addr, source })?;
-        let _ = tcp.set_nodelay(true);
         let name = ServerName::try_from(tls::sni_for(*target.ip())).map_err(|e| TunnelError::Handshake {
             addr,
             message: e.to_string(),
@@ -191,28 +216,35 @@ impl TunnelClient {
             cipher = %suite,
             "tunnel connection established"
         );
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            // Fixed windows: adaptive sizing sends BDP pings with the data, extra packets and
-            // wakeups per request for a gain only on long fat links.
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW);
-        let (sender, conn) =
-            builder
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| TunnelError::Http2 {
-                    addr,
-                    message: e.to_string(),
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %addr, error = %e, "tunnel connection closed");
-            }
-        });
-        Ok(sender)
+        http2(stream, addr).await
     }
+}
+
+/// The HTTP/2 client end of a tunnel connection over `io`; its connection task is spawned.
+async fn http2<IO>(io: IO, addr: SocketAddr) -> Result<Sender, TunnelError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        // Fixed windows: adaptive sizing sends BDP pings with the data, extra packets and
+        // wakeups per request for a gain only on long fat links.
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
+    let (sender, conn) = builder
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| TunnelError::Http2 {
+            addr,
+            message: e.to_string(),
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(peer = %addr, error = %e, "tunnel connection closed");
+        }
+    });
+    Ok(sender)
 }

@@ -3,6 +3,9 @@
 //! HTTP/2 `CONNECT podIP:port` streams. A stream is accepted only for a local enrolled pod
 //! whose identity is the one this connection's certificate was chosen for; the pod is dialled
 //! with the proxy mark, which its guard requires.
+//!
+//! With `--tunnel-security plaintext` the streams arrive over plain TCP with no identity:
+//! they are plaintext callers, admitted only where PeerAuthentication allows plaintext.
 
 use std::{
     convert::Infallible,
@@ -19,6 +22,7 @@ use hyper::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_api::identity::Identity;
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::{mpsc, watch},
 };
@@ -29,16 +33,27 @@ use super::{
     tunnel::{CONNECTION_WINDOW, STREAM_WINDOW},
     AccessLog, ConnResult, Proxy,
 };
-use crate::{identity::IdentityManager, tls};
+use crate::{config::TunnelSecurity, identity::IdentityManager, tls};
 
 /// Concurrent tunnels per connection; more wait for a free stream on the client side.
 const MAX_STREAMS: u32 = 256;
+
+/// Who is at the other end of a tunnel connection.
+#[derive(Clone)]
+enum Caller {
+    /// Mutual TLS: the client's verified identity, and the identity of the local workload
+    /// whose certificate it was served (chosen by SNI).
+    Verified { identity: Identity, presented: Identity },
+    /// A plaintext tunnel: no identity.
+    Plaintext,
+}
 
 impl Proxy {
     pub async fn serve_tunnel(
         self: Arc<Self>,
         listener: TcpListener,
         identities: Arc<IdentityManager>,
+        security: TunnelSecurity,
         mut shutdown: watch::Receiver<bool>,
         active: mpsc::Sender<()>,
     ) {
@@ -57,12 +72,15 @@ impl Proxy {
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let config = match server_config.current(&identities) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(error = %e, "tunnel TLS configuration");
-                    continue;
-                }
+            let config = match security {
+                TunnelSecurity::Plaintext => None,
+                TunnelSecurity::Mtls => match server_config.current(&identities) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::error!(error = %e, "tunnel TLS configuration");
+                        continue;
+                    }
+                },
             };
             let proxy = self.clone();
             let identities = identities.clone();
@@ -83,8 +101,11 @@ impl Proxy {
         tcp: TcpStream,
         peer: SocketAddr,
         identities: Arc<IdentityManager>,
-        config: Arc<rustls::ServerConfig>,
+        config: Option<Arc<rustls::ServerConfig>>,
     ) {
+        let Some(config) = config else {
+            return self.serve_streams(tcp, peer, Caller::Plaintext).await;
+        };
         let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
         let stream = match tokio::time::timeout(Duration::from_secs(10), accept).await {
             Ok(Ok(s)) => s,
@@ -124,11 +145,22 @@ impl Proxy {
         identities.record_handshake(Ok(()));
         let (group, suite) = tls::negotiated(conn);
         tracing::info!(target: "tls", %peer_identity, local = %presented, group = %group, cipher = %suite, "tunnel connection accepted");
+        let caller = Caller::Verified {
+            identity: peer_identity,
+            presented,
+        };
+        self.serve_streams(stream, peer, caller).await;
+    }
 
+    /// HTTP/2 over an accepted tunnel connection: each CONNECT stream is one tunnel.
+    async fn serve_streams<IO>(self: Arc<Self>, io: IO, peer: SocketAddr, caller: Caller)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let proxy = self.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let (proxy, peer_identity, presented) = (proxy.clone(), peer_identity.clone(), presented.clone());
-            async move { Ok::<_, Infallible>(proxy.connect_stream(req, peer, peer_identity, presented).await) }
+            let (proxy, caller) = (proxy.clone(), caller.clone());
+            async move { Ok::<_, Infallible>(proxy.connect_stream(req, peer, caller).await) }
         });
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -141,7 +173,7 @@ impl Proxy {
             // wakeups per request for a gain only on long fat links.
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
-        if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+        if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
             tracing::debug!(error = %e, "tunnel connection ended");
         }
     }
@@ -151,8 +183,7 @@ impl Proxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
-        peer_identity: Identity,
-        presented: Identity,
+        caller: Caller,
     ) -> Response<Empty<Bytes>> {
         let started = Instant::now();
         let status = |s: StatusCode| {
@@ -170,11 +201,15 @@ impl Proxy {
         else {
             return status(StatusCode::BAD_REQUEST);
         };
-        let mut log = AccessLog::tunnel(peer, target, &peer_identity);
-        let dst = self
-            .registry()
+        let peer_identity = match &caller {
+            Caller::Verified { identity, .. } => Some(identity),
+            Caller::Plaintext => None,
+        };
+        let mut log = AccessLog::tunnel(peer, target, peer_identity);
+        let reg = self.registry();
+        let dst = reg
             .by_ip(*target.ip())
-            .map(|w| (w.key(), w.identity(&peer_identity.trust_domain)));
+            .map(|w| (w.key(), w.identity(self.trust_domain())));
         let refuse = |log: AccessLog, result: ConnResult, code: StatusCode| {
             log.emit(result, 0, 0, started);
             status(code)
@@ -184,9 +219,17 @@ impl Proxy {
         };
         log.dst = Some(dst_key);
         log.dst_identity = Some(dst_identity.to_string());
-        if dst_identity != presented {
+        match &caller {
             // The client verified `presented`; it may not reach a workload with another identity.
-            return refuse(log, ConnResult::IdentityMismatch, StatusCode::FORBIDDEN);
+            Caller::Verified { presented, .. } if dst_identity != *presented => {
+                return refuse(log, ConnResult::IdentityMismatch, StatusCode::FORBIDDEN);
+            }
+            Caller::Verified { .. } => {}
+            Caller::Plaintext => {
+                if let Err(result) = self.admit_plaintext(&reg, None, target, &mut log) {
+                    return refuse(log, result, StatusCode::FORBIDDEN);
+                }
+            }
         }
         let upstream = match self.connect(target).await {
             Ok(s) => s,
