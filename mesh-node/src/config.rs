@@ -117,9 +117,9 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_STRICT_EXEMPT_NODE", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_exempt_node: bool,
 
-    /// Proxy worker threads. Default: one per CPU this process may run on.
-    #[arg(long, env = "TRELLIS_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
+    /// Proxy worker threads (1 to 1024). Default: one per CPU this process may run on.
+    #[arg(long, env = "TRELLIS_WORKER_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub worker_threads: Option<u64>,
 
     /// Log format: human text or one JSON object per line.
     #[arg(long, env = "TRELLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
             init_logging(config.log_format);
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = config.worker_threads {
-                builder.worker_threads(n.max(1));
+                builder.worker_threads(n as usize);
             }
             let runtime = builder.enable_all().build()?;
             runtime.block_on(app::run(*config))?;

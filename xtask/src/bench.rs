@@ -151,6 +151,9 @@ struct Row {
     measured: loadgen::Measured,
     /// Proxy CPU over the window, in cores (both proxies together).
     proxy_cpu: f64,
+    /// Context switches of the proxies' threads per second over the window (both proxies):
+    /// each is a sleep and a wakeup, the main cost of a request at moderate rates.
+    proxy_switches_per_sec: f64,
     /// Proxy resident memory after the run, KiB, per proxy.
     proxy_rss_kib: Vec<u64>,
     generator_saturated: bool,
@@ -318,13 +321,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 };
                 let row = measure(&t, arm, workload, profile.duration_secs, proxies, round, &env)?;
                 println!(
-                    "bench: round {round} {:<13} {:<28} p50 {:>6} us p99 {:>6} us {:>9.0}/s cpu {:.3}{}",
+                    "bench: round {round} {:<13} {:<28} p50 {:>6} us p99 {:>6} us {:>9.0}/s cpu {:.3} switches/s {:>6.0}{}",
                     arm.name(),
                     row.workload,
                     row.measured.p50_us,
                     row.measured.p99_us,
                     row.measured.achieved_per_sec,
                     row.proxy_cpu,
+                    row.proxy_switches_per_sec,
                     row.gbit_per_sec
                         .map(|g| format!(" {g:.2} Gbit/s"))
                         .unwrap_or_default()
@@ -382,6 +386,7 @@ fn measure(
 ) -> anyhow::Result<Row> {
     let xtask = std::env::current_exe()?;
     let cpu_before: f64 = proxies.iter().map(|p| process_cpu_secs(*p).unwrap_or(0.0)).sum();
+    let switches_before: u64 = proxies.iter().map(|p| context_switches(*p)).sum();
     let started = std::time::Instant::now();
     let (name, measured, gbit) = match workload {
         Workload::Http { rate, connections } => {
@@ -479,6 +484,7 @@ fn measure(
     };
     let measured: loadgen::Measured = measured;
     let cpu_after: f64 = proxies.iter().map(|p| process_cpu_secs(*p).unwrap_or(0.0)).sum();
+    let switches_after: u64 = proxies.iter().map(|p| context_switches(*p)).sum();
     Ok(Row {
         arm: arm.name(),
         workload: name,
@@ -486,6 +492,8 @@ fn measure(
         generator_saturated: measured.generator_cpu > 0.9,
         measured,
         proxy_cpu: (cpu_after - cpu_before) / started.elapsed().as_secs_f64(),
+        proxy_switches_per_sec: switches_after.saturating_sub(switches_before) as f64
+            / started.elapsed().as_secs_f64(),
         proxy_rss_kib: proxies.iter().map(|p| rss_kib(*p)).collect(),
         gbit_per_sec: gbit,
         kernel: env.kernel.clone(),
@@ -625,6 +633,23 @@ pub fn process_cpu_secs(pid: u32) -> anyhow::Result<f64> {
     Ok(ticks / hz)
 }
 
+/// Voluntary and involuntary context switches of every thread of a process so far.
+fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -717,10 +742,11 @@ fn summarize(
     let mut md = format!(
         "Command {profile}; kernel {}, CPU {}, git {}. Medians over rounds. Latency in microseconds; \
          \"+p50/+p99\" is added over direct (ms). Proxy CPU in cores for both proxies together; \
-         vCPU/krps = cores per 1,000 requests/s; MB/CPU-s = bulk bytes per proxy CPU-second. \
+         vCPU/krps = cores per 1,000 requests/s; switches/req = proxy context switches per \
+         request (both proxies); MB/CPU-s = bulk bytes per proxy CPU-second. \
          mesh-node RSS idle: {:?} KiB; with (synthetic workloads, KiB) on n1: {:?}.\n\n\
-         | workload | arm | p50 | p90 | p99 | p99.9 | rate/s | +p50 ms | +p99 ms | proxy CPU | vCPU/krps | RSS KiB | Gbit/s | MB/CPU-s | errors |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+         | workload | arm | p50 | p90 | p99 | p99.9 | rate/s | +p50 ms | +p99 ms | proxy CPU | vCPU/krps | switches/req | RSS KiB | Gbit/s | MB/CPU-s | errors |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         env.kernel, env.cpu_model, env.git_rev, idle_rss, synthetic
     );
     for ((workload, arm), rs) in &by {
@@ -755,7 +781,7 @@ fn summarize(
             ""
         };
         md += &format!(
-            "| {workload}{saturated} | {arm} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.3} | {} | {} | {gbit} | {per_cpu_second} | {} |\n",
+            "| {workload}{saturated} | {arm} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.3} | {} | {} | {} | {gbit} | {per_cpu_second} | {} |\n",
             p50,
             m(&|r| r.measured.p90_us as f64),
             p99,
@@ -765,6 +791,11 @@ fn summarize(
             added(p99, dm(&|r| r.measured.p99_us as f64)),
             cpu,
             if rate > 0.0 { format!("{:.3}", cpu / rate * 1000.0) } else { "-".into() },
+            if rate > 0.0 && cpu > 0.0 {
+                format!("{:.1}", m(&|r| r.proxy_switches_per_sec) / rate)
+            } else {
+                "-".into()
+            },
             rs.last().map(|r| format!("{:?}", r.proxy_rss_kib)).unwrap_or_default(),
             rs.iter().map(|r| r.measured.errors).sum::<u64>(),
         );
