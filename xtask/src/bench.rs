@@ -9,7 +9,7 @@
 //!
 //! CPU discipline on 2 cores: this process (servers) and the load generator run on CPU 0,
 //! the proxies (mesh-node, HAProxy) on CPU 1. A run whose generator used most of its core is
-//! marked `generator_saturated`.
+//! marked `generator_saturated` and left out of the summary.
 
 pub mod loadgen;
 
@@ -735,9 +735,18 @@ fn summarize(
     env: &Environment,
     profile: &str,
 ) -> String {
-    let mut by: BTreeMap<(String, &'static str), Vec<&Row>> = BTreeMap::new();
+    // Rounds whose generator saturated its CPU measured the generator, not the arm: they are
+    // discarded (still in results.jsonl, flagged), unless every round of the cell saturated.
+    let mut all: BTreeMap<(String, &'static str), Vec<&Row>> = BTreeMap::new();
     for r in rows {
-        by.entry((r.workload.clone(), r.arm)).or_default().push(r);
+        all.entry((r.workload.clone(), r.arm)).or_default().push(r);
+    }
+    let mut by: BTreeMap<(String, &'static str), Vec<&Row>> = BTreeMap::new();
+    let mut discarded: BTreeMap<(String, &'static str), usize> = BTreeMap::new();
+    for (key, rs) in all {
+        let kept: Vec<&Row> = rs.iter().copied().filter(|r| !r.generator_saturated).collect();
+        discarded.insert(key.clone(), rs.len() - kept.len());
+        by.insert(key, if kept.is_empty() { rs } else { kept });
     }
     let mut md = format!(
         "Command {profile}; kernel {}, CPU {}, git {}. Medians over rounds. Latency in microseconds; \
@@ -775,10 +784,10 @@ fn summarize(
                 )
             })
             .unwrap_or_else(|| "-".into());
-        let saturated = if rs.iter().any(|r| r.generator_saturated) {
-            " (generator saturated)"
-        } else {
-            ""
+        let saturated = match discarded[&(workload.clone(), *arm)] {
+            0 => String::new(),
+            _ if rs.iter().all(|r| r.generator_saturated) => " (generator saturated in every round)".into(),
+            n => format!(" ({n} generator-saturated rounds discarded)"),
         };
         md += &format!(
             "| {workload}{saturated} | {arm} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.3} | {} | {} | {} | {gbit} | {per_cpu_second} | {} |\n",
