@@ -8,6 +8,7 @@ pub mod istio;
 pub mod node_config;
 pub mod objects;
 pub mod peer_authentication;
+pub mod routing;
 pub mod selection;
 pub mod status;
 

@@ -38,7 +38,15 @@ struct Known {
 impl Cookies {
     /// The cookie of the namespace at `path` now.
     pub fn get(&mut self, path: &Path) -> io::Result<u64> {
-        let now = std::fs::metadata(path)?;
+        let now = match std::fs::metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                // Gone (the pod was deleted): unpin at once, or its namespace, and the
+                // host end of its veth, would live on while the pod is still in the config.
+                self.known.remove(path);
+                return Err(e);
+            }
+        };
         if let Some(k) = self.known.get(path) {
             if (k.dev, k.ino) == (now.dev(), now.ino()) {
                 return Ok(k.cookie);
@@ -158,10 +166,15 @@ mod tests {
         let mut cookies = super::Cookies::default();
         ip(&["netns", "add", &ns.0]);
         let first = cookies.get(&path).unwrap();
+        // Deleted and recreated between two passes.
         ip(&["netns", "del", &ns.0]);
         ip(&["netns", "add", &ns.0]);
         let second = cookies.get(&path).unwrap();
         assert_ne!(first, second);
         assert_eq!(second, super::cookie(&path).unwrap());
+        // Deleted and seen gone by a pass: unpinned at once.
+        ip(&["netns", "del", &ns.0]);
+        assert!(cookies.get(&path).is_err(), "the path is gone");
+        assert!(cookies.known.is_empty(), "a vanished namespace stays pinned");
     }
 }
