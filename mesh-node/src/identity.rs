@@ -26,7 +26,7 @@ use rustls::{
     RootCertStore,
 };
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -152,12 +152,19 @@ struct Retry {
     failures: u32,
 }
 
+/// Bounds of the renewal loop's sleep: never spinning, and never trusting a wall-clock
+/// deadline for longer than a minute (the clock may be stepped).
+const MIN_RENEWAL_SLEEP: Duration = Duration::from_millis(50);
+const MAX_RENEWAL_SLEEP: Duration = Duration::from_secs(60);
+
 pub struct IdentityManager {
     settings: CaSettings,
     token: String,
     certs: RwLock<HashMap<Identity, Arc<WorkloadCert>>>,
     trust: RwLock<Trust>,
     wanted: RwLock<BTreeSet<Identity>>,
+    /// Wakes the renewal loop when `wanted` changes.
+    wanted_changed: Notify,
     status: RwLock<CaStatus>,
     pub stats: Mutex<IdentityStats>,
     retries: Mutex<HashMap<Identity, Retry>>,
@@ -202,6 +209,7 @@ impl IdentityManager {
             certs: RwLock::default(),
             trust: RwLock::new(trust),
             wanted: RwLock::default(),
+            wanted_changed: Notify::new(),
             status: RwLock::default(),
             stats: Mutex::default(),
             retries: Mutex::default(),
@@ -228,7 +236,11 @@ impl IdentityManager {
                 keep
             });
         *self.local_pods.write().unwrap_or_else(|p| p.into_inner()) = pods;
-        *self.wanted.write().unwrap_or_else(|p| p.into_inner()) = wanted;
+        let mut current = self.wanted.write().unwrap_or_else(|p| p.into_inner());
+        if *current != wanted {
+            *current = wanted;
+            self.wanted_changed.notify_one();
+        }
     }
 
     /// A valid (unexpired) certificate for `identity`, if one is cached.
@@ -278,28 +290,47 @@ impl IdentityManager {
         }
     }
 
-    /// Keeps every wanted identity's certificate fresh until `shutdown`.
+    /// Keeps every wanted identity's certificate fresh until `shutdown`. Sleeps until the
+    /// next renewal or retry is due or the wanted set changes (it polled every 200 ms: ten
+    /// wakeups a second per node for nothing).
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let due: Vec<Identity> = {
-                let wanted = self.wanted.read().unwrap_or_else(|p| p.into_inner()).clone();
-                let certs = self.certs.read().unwrap_or_else(|p| p.into_inner());
-                let retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
-                let now = SystemTime::now();
-                wanted
-                    .into_iter()
-                    .filter(|id| certs.get(id).is_none_or(|c| now >= c.renew_at))
-                    .filter(|id| retries.get(id).is_none_or(|r| Instant::now() >= r.next))
-                    .collect()
+            let (due, next) = self.schedule(Instant::now(), SystemTime::now());
+            let wait = if due.is_empty() {
+                next.map_or(MAX_RENEWAL_SLEEP, |at| {
+                    at.saturating_duration_since(Instant::now())
+                })
+            } else {
+                for id in &due {
+                    self.refresh(id).await;
+                }
+                // Then plan again, after a moment: a certificate due again at once (a CA
+                // handing out very short lifetimes) cannot spin the loop.
+                Duration::ZERO
             };
-            for id in due {
-                self.refresh(&id).await;
-            }
             tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                () = tokio::time::sleep(wait.clamp(MIN_RENEWAL_SLEEP, MAX_RENEWAL_SLEEP)) => {}
+                () = self.wanted_changed.notified(), if due.is_empty() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
+    }
+
+    /// The wanted identities whose renewal (or retry after a failure) is due at `now`, and
+    /// when the next of the others is.
+    fn schedule(&self, now: Instant, wall: SystemTime) -> (Vec<Identity>, Option<Instant>) {
+        let wanted = self.wanted.read().unwrap_or_else(|p| p.into_inner());
+        let certs = self.certs.read().unwrap_or_else(|p| p.into_inner());
+        let retries = self.retries.lock().unwrap_or_else(|p| p.into_inner());
+        plan(
+            now,
+            wanted.iter().map(|id| {
+                let renew = certs
+                    .get(id)
+                    .map(|c| now + c.renew_at.duration_since(wall).unwrap_or_default());
+                (id, renew, retries.get(id).map(|r| r.next))
+            }),
+        )
     }
 
     async fn refresh(&self, id: &Identity) {
@@ -503,4 +534,69 @@ fn random_unit() -> f64 {
     let mut b = [0u8; 8];
     let _ = crate::tls::provider().secure_random.fill(&mut b);
     (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Which identities are due at `now`, given when each one's certificate is to be renewed
+/// (none: it has none) and when a failed request may be retried (none: no failure), and
+/// when the next of the others is due.
+fn plan<'a>(
+    now: Instant,
+    identities: impl Iterator<Item = (&'a Identity, Option<Instant>, Option<Instant>)>,
+) -> (Vec<Identity>, Option<Instant>) {
+    let mut due = Vec::new();
+    let mut next: Option<Instant> = None;
+    for (id, renew, retry) in identities {
+        let at = match (renew, retry) {
+            (None, None) => now,
+            (Some(t), None) | (None, Some(t)) => t,
+            (Some(a), Some(b)) => a.max(b),
+        };
+        if at <= now {
+            due.push(id.clone());
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    (due, next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewals_and_retries_are_planned_for_when_they_are_due() {
+        let id = |sa: &str| Identity {
+            trust_domain: "cluster.local".into(),
+            namespace: "shop".into(),
+            service_account: sa.into(),
+        };
+        let (new, stale, fresh, failing, failed_then_fresh) = (
+            id("new"),
+            id("stale"),
+            id("fresh"),
+            id("failing"),
+            id("recovered"),
+        );
+        let now = Instant::now();
+        let s = Duration::from_secs;
+        let (due, next) = plan(
+            now,
+            [
+                (&new, None, None),
+                (&stale, Some(now - s(1)), None),
+                (&fresh, Some(now + s(30)), None),
+                (&failing, None, Some(now + s(5))),
+                (&failed_then_fresh, Some(now - s(1)), Some(now + s(2))),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(due, vec![new, stale]);
+        assert_eq!(next, Some(now + s(2)), "the earliest of the rest: a retry");
+
+        let (due, next) = plan(now, [(&fresh, Some(now + s(30)), None)].into_iter());
+        assert!(due.is_empty());
+        assert_eq!(next, Some(now + s(30)));
+        assert_eq!(plan(now, std::iter::empty()), (Vec::new(), None));
+    }
 }

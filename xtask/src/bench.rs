@@ -166,6 +166,15 @@ struct Row {
 
 const ALL_KINDS: [WorkloadKind; 3] = [WorkloadKind::Http, WorkloadKind::Connect, WorkloadKind::Bulk];
 
+/// How long the idle proxies are watched before the first run.
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
+
+/// The mesh-node proxies before any load: n1, n2.
+struct Idle {
+    rss_kib: Vec<u64>,
+    switches_per_sec: Vec<f64>,
+}
+
 const HTTP_PORT: u16 = 8080;
 const ECHO_PORT: u16 = 7000;
 const IPERF_PORT: u16 = 5201;
@@ -306,6 +315,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let mut jsonl = std::fs::File::create(args.out.join("results.jsonl"))?;
     let mut rows = Vec::new();
     let idle_rss: Vec<u64> = mesh_pids.iter().map(|p| rss_kib(*p)).collect();
+    // Wakeups of an idle proxy: what it costs a node with no traffic.
+    let before: Vec<u64> = mesh_pids.iter().map(|p| context_switches(*p)).collect();
+    std::thread::sleep(IDLE_WINDOW);
+    let idle_switches: Vec<f64> = mesh_pids
+        .iter()
+        .zip(before)
+        .map(|(p, b)| context_switches(*p).saturating_sub(b) as f64 / IDLE_WINDOW.as_secs_f64())
+        .collect();
 
     for round in 1..=profile.rounds {
         for workload in &profile.workloads() {
@@ -339,7 +356,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     let synthetic = synthetic_rss(&t, mesh_pids[0])?;
-    let summary = summarize(&rows, &idle_rss, &synthetic, &env, &profile_name());
+    let idle = Idle {
+        rss_kib: idle_rss,
+        switches_per_sec: idle_switches,
+    };
+    let summary = summarize(&rows, &idle, &synthetic, &env, &profile_name());
     std::fs::write(args.out.join("summary.md"), &summary)?;
     println!("\n{summary}");
     println!("results: {}", args.out.join("results.jsonl").display());
@@ -730,7 +751,7 @@ fn synthetic_rss(t: &Topology, pid: u32) -> anyhow::Result<Vec<(usize, u64)>> {
 
 fn summarize(
     rows: &[Row],
-    idle_rss: &[u64],
+    idle: &Idle,
     synthetic: &[(usize, u64)],
     env: &Environment,
     profile: &str,
@@ -753,10 +774,18 @@ fn summarize(
          \"+p50/+p99\" is added over direct (ms). Proxy CPU in cores for both proxies together; \
          vCPU/krps = cores per 1,000 requests/s; switches/req = proxy context switches per \
          request (both proxies); MB/CPU-s = bulk bytes per proxy CPU-second. \
-         mesh-node RSS idle: {:?} KiB; with (synthetic workloads, KiB) on n1: {:?}.\n\n\
+         mesh-node idle: RSS {:?} KiB, {:?} context switches/s; RSS with (synthetic workloads, KiB) on n1: {:?}.\n\n\
          | workload | arm | p50 | p90 | p99 | p99.9 | rate/s | +p50 ms | +p99 ms | proxy CPU | vCPU/krps | switches/req | RSS KiB | Gbit/s | MB/CPU-s | errors |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n",
-        env.kernel, env.cpu_model, env.git_rev, idle_rss, synthetic
+        env.kernel,
+        env.cpu_model,
+        env.git_rev,
+        idle.rss_kib,
+        idle.switches_per_sec
+            .iter()
+            .map(|s| (s * 10.0).round() / 10.0)
+            .collect::<Vec<_>>(),
+        synthetic
     );
     for ((workload, arm), rs) in &by {
         let m = |f: &dyn Fn(&Row) -> f64| median(rs.iter().map(|r| f(r)).collect());

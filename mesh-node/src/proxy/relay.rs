@@ -64,6 +64,10 @@ enum Failure {
     Write,
 }
 
+/// The shortest idle-timer period, so a connection active just before the deadline does not
+/// spin on the timer.
+const MIN_IDLE_CHECK: Duration = Duration::from_millis(10);
+
 /// Relays until both directions finished, one side failed, the connection idled out, or
 /// `drained` resolves.
 pub async fn relay<C: Side, U: Side>(
@@ -86,9 +90,9 @@ pub async fn relay<C: Side, U: Side>(
         tokio::pin!(upwards, downwards, drained);
         let mut up_done = false;
         let mut down_done = false;
-        let idle_check = idle_timeout
-            .min(Duration::from_secs(1))
-            .max(Duration::from_millis(10));
+        // Woken only when the connection may have idled out: the timer is set for the rest of
+        // the idle timeout since the last byte, not polled every second.
+        let mut idle_check = idle_timeout.max(MIN_IDLE_CHECK);
         loop {
             if up_done && down_done {
                 break Ending::Closed;
@@ -110,6 +114,7 @@ pub async fn relay<C: Side, U: Side>(
                     if idle_for >= idle_timeout {
                         break Ending::IdleTimeout;
                     }
+                    idle_check = (idle_timeout - idle_for).max(MIN_IDLE_CHECK);
                 }
             }
         }
