@@ -25,9 +25,13 @@ pub mod maps {
     pub const PROXY_CONFIG: &str = "PROXY_CONFIG";
     /// Per-CPU u64 counters indexed by [`crate::counters`].
     pub const COUNTERS: &str = "COUNTERS";
+    /// Per-CPU, host-side veth ifindex (u32) -> [`crate::NonTcpCounts`]: the non-TCP packets
+    /// of each enrolled pod, which are not captured. The agent creates an entry when it
+    /// enrolls a pod and removes it with the pod; the guards only count into existing ones.
+    pub const NON_TCP: &str = "NON_TCP";
 
     /// Every map, for pin cleanup and the admin view.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 8] = [
         ENROLLED_NETNS,
         ENROLLED_IPS,
         PENDING,
@@ -35,12 +39,14 @@ pub mod maps {
         EXCLUDED,
         PROXY_CONFIG,
         COUNTERS,
+        NON_TCP,
     ];
 }
 
 /// Program names (the function names in `mesh-ebpf`).
 pub mod programs {
     pub const CONNECT4: &str = "trellis_connect4";
+    pub const CONNECT6: &str = "trellis_connect6";
     pub const SOCKOPS: &str = "trellis_sockops";
     pub const GUARD_FROM_POD: &str = "trellis_guard_from_pod";
     pub const GUARD_TO_POD: &str = "trellis_guard_to_pod";
@@ -60,8 +66,16 @@ pub mod counters {
     pub const GUARD_FROM_POD_DROP: u32 = 4;
     /// Guard dropped a SYN towards an enrolled pod that did not carry the proxy mark.
     pub const GUARD_TO_POD_DROP: u32 = 5;
+    /// Guard dropped an IPv6 packet (either direction) whose TCP header it could not reach:
+    /// behind a fragment header, ESP/AH, or more extension headers than it walks.
+    pub const GUARD_UNPARSEABLE_DROP: u32 = 6;
+    /// connect6 refused a native IPv6 connect from an enrolled pod: IPv6 is not carried by
+    /// the proxy yet, and refusing at once beats a SYN the guard drops (a timeout).
+    pub const CONNECT6_REFUSED: u32 = 7;
+    /// Guard dropped a non-TCP packet of an enrolled pod (`--drop-non-tcp`).
+    pub const GUARD_NON_TCP_DROP: u32 = 8;
     /// Number of counters.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 9;
     /// Names in index order, for the admin view and metrics.
     pub const NAMES: [&str; COUNT as usize] = [
         "redirect_outbound",
@@ -70,6 +84,9 @@ pub mod counters {
         "tuple_recorded",
         "guard_from_pod_drop",
         "guard_to_pod_drop",
+        "guard_unparseable_drop",
+        "connect6_refused",
+        "guard_non_tcp_drop",
     ];
 }
 
@@ -158,8 +175,45 @@ pub struct ProxyConfig {
     pub inbound_port: u16,
     /// Non-zero once user space has filled the config; programs fail closed until then.
     pub ready: u32,
+    /// Non-zero: the guards drop every non-TCP packet of enrolled pods except UDP DNS (port
+    /// 53) with `cluster_dns_ip`, ARP, and ICMP errors. TCP is captured whatever this says.
+    pub drop_non_tcp: u32,
+    /// The cluster resolver's IPv4 address, network byte order (0: none).
+    pub cluster_dns_ip: u32,
 }
-const _: () = assert!(core::mem::size_of::<ProxyConfig>() == 24);
+const _: () = assert!(core::mem::size_of::<ProxyConfig>() == 32);
+
+/// Value of `NON_TCP` (per CPU): packets that are not TCP, by protocol and direction. They
+/// are not captured (STRICT covers TCP, as in Istio); these counters make them visible.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NonTcpCounts {
+    pub udp_from_pod: u64,
+    pub icmp_from_pod: u64,
+    /// SCTP and every other IP protocol.
+    pub other_from_pod: u64,
+    pub udp_to_pod: u64,
+    pub icmp_to_pod: u64,
+    pub other_to_pod: u64,
+    /// Of the above, dropped by `--drop-non-tcp`.
+    pub dropped_from_pod: u64,
+    pub dropped_to_pod: u64,
+}
+const _: () = assert!(core::mem::size_of::<NonTcpCounts>() == 64);
+
+impl NonTcpCounts {
+    /// Adds another CPU's counts (user space sums the per-CPU values).
+    pub fn add(&mut self, o: &Self) {
+        self.udp_from_pod += o.udp_from_pod;
+        self.icmp_from_pod += o.icmp_from_pod;
+        self.other_from_pod += o.other_from_pod;
+        self.udp_to_pod += o.udp_to_pod;
+        self.icmp_to_pod += o.icmp_to_pod;
+        self.other_to_pod += o.other_to_pod;
+        self.dropped_from_pod += o.dropped_from_pod;
+        self.dropped_to_pod += o.dropped_to_pod;
+    }
+}
 
 #[cfg(feature = "user")]
 mod pod {
@@ -170,4 +224,5 @@ mod pod {
     unsafe impl aya::Pod for super::OrigDst {}
     unsafe impl aya::Pod for super::SockTuple {}
     unsafe impl aya::Pod for super::ProxyConfig {}
+    unsafe impl aya::Pod for super::NonTcpCounts {}
 }

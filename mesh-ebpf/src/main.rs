@@ -6,7 +6,9 @@
 #![no_std]
 #![no_main]
 
+mod capture;
 mod connect4;
+mod connect6;
 mod guard;
 mod maps;
 mod sockops;

@@ -3,9 +3,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
-use mesh_common::{counters, EnrolledIp, EnrolledPod, Ipv4Prefix, OrigDst, ProxyConfig, SockTuple};
+use mesh_common::{
+    counters, EnrolledIp, EnrolledPod, Ipv4Prefix, NonTcpCounts, OrigDst, ProxyConfig, SockTuple,
+};
 
 /// Pods on one node: a few hundred in practice; 16k leaves room for churn.
 const MAX_PODS: u32 = 16_384;
@@ -33,6 +35,9 @@ pub static PROXY_CONFIG: Array<ProxyConfig> = Array::pinned(1, 0);
 
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::pinned(counters::COUNT, 0);
+
+#[map(name = "NON_TCP")]
+pub static NON_TCP: PerCpuHashMap<u32, NonTcpCounts> = PerCpuHashMap::pinned(MAX_PODS, 0);
 
 /// The proxy configuration, once user space has written it.
 #[inline(always)]

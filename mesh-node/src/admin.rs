@@ -1,6 +1,7 @@
 //! The admin endpoint (localhost:15000 by default): JSON views for operators and tests.
 //!
-//! - `/ready`: 200 once the listeners are bound and the first enrollment pass ran
+//! - `/ready`: 200 once a config from the controller is applied, while enrollment passes keep
+//!   finishing (503 when they stall or stop)
 //! - `/config_dump`: the node's [`Config`]
 //! - `/workloads`: enrolled, failed and skipped pods, remote endpoints, PeerAuthentications
 //!   and the service index (`vip:port` -> service, visibility, endpoints)
@@ -24,7 +25,7 @@ use crate::{
     config::Config,
     datapath::{Datapath, OrigDstTable},
     proxy::ProxyStats,
-    workloads::enrollment::Registry,
+    workloads::{enrollment::Registry, Heartbeat, STALL_AFTER},
 };
 
 /// What the admin endpoint reads.
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub orig_dst: Arc<OrigDstTable>,
     pub stats: Arc<ProxyStats>,
     pub identities: Option<Arc<crate::identity::IdentityManager>>,
+    /// When enrollment last finished a pass.
+    pub heartbeat: Arc<Heartbeat>,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: watch::Receiver<bool>) {
@@ -69,16 +72,21 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
 
 fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/ready" => {
-            if state.registry.load().config_version > 0 {
-                text(StatusCode::OK, "ready\n")
-            } else {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "waiting for the first config from the controller\n",
-                )
-            }
-        }
+        "/ready" => match (state.registry.load().config_version, state.heartbeat.since_last()) {
+            (0, _) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "waiting for the first config from the controller\n",
+            ),
+            (_, Some(since)) if since <= STALL_AFTER => text(StatusCode::OK, "ready\n"),
+            (_, since) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "enrollment has not finished a pass for {}: stalled or stopped (see the log); \
+                     new pods are not captured\n",
+                    since.map_or_else(|| "ever".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
+                ),
+            ),
+        },
         "/config_dump" => json(&state.config),
         "/workloads" => json(&**state.registry.load()),
         "/metrics" => {
@@ -107,11 +115,12 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
             json(&Control { status, age_secs })
         }
         "/datapath" => {
+            let pods = state.registry.load().pods_by_ifindex();
             let view = state
                 .datapath
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .view(&state.orig_dst);
+                .view(&state.orig_dst, &pods);
             json(&view)
         }
         "/stats" => {

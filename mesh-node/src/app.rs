@@ -26,8 +26,11 @@ use crate::{
     control::{ControlClient, ControlStatus},
     datapath::{self, cgroup, netns, Datapath, Settings},
     identity::{CaSettings, IdentityManager},
-    proxy::{tunnel::TunnelClient, Listener, MeshSecurity, Proxy},
-    workloads::enrollment::{Enroller, Registry},
+    proxy::{limits::Limits, tunnel::TunnelClient, Listener, MeshSecurity, Proxy},
+    workloads::{
+        enrollment::{Enroller, Registry},
+        Heartbeat, NodeAddresses,
+    },
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +73,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         inbound_port: config.inbound_port,
         proxy_mark: config.proxy_mark,
         excluded: config.exclude_cidrs.clone(),
+        drop_non_tcp: config.drop_non_tcp,
+        cluster_dns: config.cluster_dns,
     };
     let (datapath, orig_dst) = Datapath::load(&settings)?;
     tracing::info!(
@@ -85,9 +90,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
 
     let bind = |what, port| async move {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| Error::Bind { what, addr, source })
+        listen(addr).map_err(|source| Error::Bind { what, addr, source })
     };
     let outbound = bind("outbound listener", config.outbound_port).await?;
     let inbound = bind("inbound listener", config.inbound_port).await?;
@@ -111,6 +114,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         trust_domain: config.trust_domain.clone(),
         ttl: config.cert_ttl(),
     })?));
+    let node_addresses = Arc::new(NodeAddresses::default());
+    node_addresses.refresh();
     let mut proxy = Proxy::new(
         config.node_ip,
         [config.outbound_port, config.inbound_port],
@@ -119,6 +124,8 @@ pub async fn run(config: Config) -> Result<(), Error> {
         config.idle_timeout(),
         orig_dst.clone(),
         registry.clone(),
+        node_addresses.clone(),
+        Limits::new(config.max_connections_per_pod, config.max_tls_handshakes as usize),
     );
     if let Some(ids) = &identities {
         proxy.mesh = Some(MeshSecurity {
@@ -129,6 +136,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
                 config.tunnel_port,
                 config.proxy_mark,
                 config.connect_timeout(),
+                proxy.stats.clone(),
             ),
             root_namespace: config.root_namespace.clone(),
             exempt_node: config.strict_exempt_node,
@@ -174,7 +182,9 @@ pub async fn run(config: Config) -> Result<(), Error> {
     drop(active_tx);
 
     let control_status = Arc::new(Mutex::new(ControlStatus::default()));
+    let heartbeat = Arc::new(Heartbeat::default());
     let admin_state = Arc::new(AdminState {
+        heartbeat: heartbeat.clone(),
         control: control_status.clone(),
         config: config.clone(),
         registry: registry.clone(),
@@ -185,13 +195,15 @@ pub async fn run(config: Config) -> Result<(), Error> {
     });
     tokio::spawn(admin::serve(admin_listener, admin_state, shutdown_rx.clone()));
 
-    let enroller = Enroller::new(
+    let mut enroller = Enroller::new(
         datapath.clone(),
         registry.clone(),
         config.node_name.clone(),
         config.trust_domain.clone(),
         identities.clone(),
     );
+    enroller.heartbeat = heartbeat;
+    enroller.node_addresses = node_addresses;
     let control = ControlClient {
         node_name: config.node_name.clone(),
         identities: identities
@@ -222,6 +234,18 @@ pub async fn run(config: Config) -> Result<(), Error> {
     }
     tracing::info!("stopped; the datapath stays pinned and fails closed until an agent returns");
     Ok(())
+}
+
+/// Connections a listener queues before the proxy accepts them. The kernel default of 128
+/// overflows under connection bursts (a node proxy takes every pod's connects), and the
+/// dropped SYNs are retried only after a second. `net.core.somaxconn` caps it.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 async fn wait_for_signal() -> Result<(), Error> {

@@ -48,6 +48,17 @@ pub struct Config {
     #[arg(long = "exclude-cidr", env = "TRELLIS_EXCLUDE_CIDRS", value_delimiter = ',')]
     pub exclude_cidrs: Vec<Ipv4Cidr>,
 
+    /// Drop every non-TCP packet (UDP, ICMP, SCTP, ...) to and from enrolled pods, except
+    /// UDP DNS with `--cluster-dns`, ARP and ICMP errors. Off by default: non-TCP traffic is
+    /// not captured (STRICT covers TCP, as in Istio) and only counted per pod (`/datapath`).
+    #[arg(long, env = "TRELLIS_DROP_NON_TCP")]
+    pub drop_non_tcp: bool,
+
+    /// The cluster DNS resolver's IPv4 address (e.g. the kube-dns Service IP): the one UDP
+    /// destination enrolled pods keep under `--drop-non-tcp`.
+    #[arg(long, env = "TRELLIS_CLUSTER_DNS")]
+    pub cluster_dns: Option<Ipv4Addr>,
+
     /// Time allowed for the proxy to connect to an original destination, in milliseconds.
     #[arg(long, env = "TRELLIS_CONNECT_TIMEOUT_MS", default_value_t = 5_000)]
     pub connect_timeout_ms: u64,
@@ -102,7 +113,8 @@ pub struct Config {
     /// (the default; the only mode for production). `plaintext`: the same HTTP/2 CONNECT over
     /// plain TCP, to measure what mTLS costs (the benchmark's trellis-tcp arm). A plaintext
     /// tunnel carries no identity: what arrives through it is plaintext traffic, which STRICT
-    /// PeerAuthentication refuses. Every node must use the same mode.
+    /// PeerAuthentication refuses, and it is accepted only from the addresses of the other
+    /// mesh nodes in the controller's config. Every node must use the same mode.
     #[arg(long, env = "TRELLIS_TUNNEL_SECURITY", value_enum, default_value_t = TunnelSecurity::Mtls)]
     pub tunnel_security: TunnelSecurity,
 
@@ -116,6 +128,19 @@ pub struct Config {
     /// exempt. `--strict-exempt-node=false` turns it off.
     #[arg(long, env = "TRELLIS_STRICT_EXEMPT_NODE", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_exempt_node: bool,
+
+    /// Connections one pod may hold through this node's proxy at once (outbound from it, or
+    /// inbound from a node-local non-mesh caller); more are reset and counted, so one pod
+    /// cannot exhaust the proxy for the others.
+    #[arg(long, env = "TRELLIS_MAX_CONNECTIONS_PER_POD", default_value_t = 16_384,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_pod: u32,
+
+    /// TLS handshakes in flight on the tunnel listener; connections beyond are reset and
+    /// counted rather than queued behind the CPU.
+    #[arg(long, env = "TRELLIS_MAX_TLS_HANDSHAKES", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_tls_handshakes: u64,
 
     /// Proxy worker threads (1 to 1024). Default: one per CPU this process may run on.
     #[arg(long, env = "TRELLIS_WORKER_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]

@@ -7,8 +7,8 @@
 
 pub mod cgroup;
 pub mod netns;
-pub mod routes;
 mod sys;
+pub mod veth;
 
 use std::{
     fs,
@@ -18,14 +18,16 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, PerCpuValues},
     programs::{
         links::FdLink, tc::TcAttachOptions, CgroupAttachMode, CgroupSockAddr, LinkOrder, SchedClassifier,
         SockOps, TcAttachType,
     },
     Ebpf, EbpfLoader,
 };
-use mesh_common::{counters, maps, programs, EnrolledIp, EnrolledPod, OrigDst, ProxyConfig, SockTuple};
+use mesh_common::{
+    counters, maps, programs, EnrolledIp, EnrolledPod, NonTcpCounts, OrigDst, ProxyConfig, SockTuple,
+};
 use serde::Serialize;
 
 use crate::config::Ipv4Cidr;
@@ -84,6 +86,9 @@ pub struct Settings {
     pub inbound_port: u16,
     pub proxy_mark: u32,
     pub excluded: Vec<Ipv4Cidr>,
+    /// Drop enrolled pods' non-TCP packets except DNS with `cluster_dns`.
+    pub drop_non_tcp: bool,
+    pub cluster_dns: Option<Ipv4Addr>,
 }
 
 /// A pod as the kernel programs know it.
@@ -105,11 +110,15 @@ pub struct Datapath {
     pending: HashMap<MapData, u64, OrigDst>,
     excluded: LpmTrie<MapData, u32, u8>,
     counters: PerCpuArray<MapData, u64>,
+    non_tcp: PerCpuHashMap<MapData, u32, NonTcpCounts>,
 }
 
 /// The tuple-keyed original destinations, read by the proxy after every `accept()`.
 pub struct OrigDstTable {
     map: Mutex<HashMap<MapData, SockTuple, OrigDst>>,
+    /// A second handle on the same pinned map for the admin view, so iterating it never
+    /// holds the lock the accept path takes.
+    view: HashMap<MapData, SockTuple, OrigDst>,
 }
 
 impl OrigDstTable {
@@ -123,8 +132,7 @@ impl OrigDstTable {
     }
 
     fn entries(&self) -> Vec<(SockTuple, OrigDst)> {
-        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.iter().filter_map(Result::ok).collect()
+        self.view.iter().filter_map(Result::ok).collect()
     }
 }
 
@@ -170,6 +178,8 @@ impl Datapath {
             outbound_port: settings.outbound_port.to_be(),
             inbound_port: settings.inbound_port.to_be(),
             ready: 1,
+            drop_non_tcp: u32::from(settings.drop_non_tcp),
+            cluster_dns_ip: settings.cluster_dns.map_or(0, |ip| u32::from(ip).to_be()),
         };
         config.set(0, proxy_config, 0).map_err(|source| Error::Map {
             name: maps::PROXY_CONFIG,
@@ -182,29 +192,40 @@ impl Datapath {
             pending: take_map(&mut ebpf, maps::PENDING)?,
             excluded: take_map(&mut ebpf, maps::EXCLUDED)?,
             counters: take_map(&mut ebpf, maps::COUNTERS)?,
+            non_tcp: take_map(&mut ebpf, maps::NON_TCP)?,
             links_dir,
             ebpf,
         };
+        let orig_dst_pin = maps_dir.join(maps::ORIG_DST);
+        let view = MapData::from_pin(&orig_dst_pin)
+            .map_err(|source| Error::Map {
+                name: maps::ORIG_DST,
+                source: aya::maps::MapError::IoError(std::io::Error::other(source)),
+            })
+            .and_then(|data| {
+                HashMap::try_from(aya::maps::Map::HashMap(data)).map_err(|source| Error::Map {
+                    name: maps::ORIG_DST,
+                    source,
+                })
+            });
         let orig_dst = OrigDstTable {
             map: Mutex::new(take_map(&mut datapath.ebpf, maps::ORIG_DST)?),
+            view: view?,
         };
         datapath.set_excluded(&settings.excluded)?;
 
         let cgroup = fs::File::open(&settings.cgroup)
             .map_err(|e| Error::Cgroup(format!("opening {}: {e}", settings.cgroup.display())))?;
-        {
-            let prog: &mut CgroupSockAddr = datapath.program(programs::CONNECT4)?;
-            prog.load().map_err(program_error(programs::CONNECT4))?;
+        for (name, pin) in [(programs::CONNECT4, "connect4"), (programs::CONNECT6, "connect6")] {
+            let prog: &mut CgroupSockAddr = datapath.program(name)?;
+            prog.load().map_err(program_error(name))?;
+            datapath.attach_or_update(name, pin, |prog: &mut CgroupSockAddr| {
+                let err = program_error(name);
+                let id = prog.attach(&cgroup, CgroupAttachMode::Single).map_err(&err)?;
+                let link = prog.take_link(id).map_err(&err)?;
+                FdLink::try_from(link).map_err(|source| Error::Link { name, source })
+            })?;
         }
-        datapath.attach_or_update(programs::CONNECT4, "connect4", |prog: &mut CgroupSockAddr| {
-            let err = program_error(programs::CONNECT4);
-            let id = prog.attach(&cgroup, CgroupAttachMode::Single).map_err(&err)?;
-            let link = prog.take_link(id).map_err(&err)?;
-            FdLink::try_from(link).map_err(|source| Error::Link {
-                name: programs::CONNECT4,
-                source,
-            })
-        })?;
         {
             let prog: &mut SockOps = datapath.program(programs::SOCKOPS)?;
             prog.load().map_err(program_error(programs::SOCKOPS))?;
@@ -318,6 +339,21 @@ impl Datapath {
                 source: std::io::Error::other(e),
             })?;
         }
+        if self.non_tcp.get(&pod.host_ifindex, 0).is_err() {
+            let zero =
+                PerCpuValues::try_from(vec![NonTcpCounts::default(); nr_cpus()?]).map_err(|source| {
+                    Error::Map {
+                        name: maps::NON_TCP,
+                        source: aya::maps::MapError::IoError(source),
+                    }
+                })?;
+            self.non_tcp
+                .insert(pod.host_ifindex, zero, 0)
+                .map_err(|source| Error::Map {
+                    name: maps::NON_TCP,
+                    source,
+                })?;
+        }
         let ip = u32::from(pod.ip).to_be();
         self.enrolled_netns
             .insert(pod.netns_cookie, EnrolledPod { pod_ip: ip, _pad: 0 }, 0)
@@ -343,6 +379,7 @@ impl Datapath {
     /// Stops capturing a pod: capture maps first, then the guards.
     pub fn unenroll(&mut self, pod: &PodDatapath) -> Result<(), Error> {
         self.forget_capture(pod.netns_cookie, pod.ip);
+        let _ = self.non_tcp.remove(&pod.host_ifindex);
         for (suffix, _, _) in guard_kinds() {
             let pin = self.guard_pin(pod, suffix);
             remove_pin(&pin)?;
@@ -437,8 +474,26 @@ impl Datapath {
             .collect()
     }
 
-    /// The live contents of every map, for the admin endpoint.
-    pub fn view(&self, orig_dst: &OrigDstTable) -> DatapathView {
+    /// Non-TCP packet counts per host-side veth ifindex, summed over CPUs.
+    fn non_tcp(&self) -> std::collections::BTreeMap<u32, NonTcpCounts> {
+        self.non_tcp
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(ifindex, per_cpu)| {
+                let mut sum = NonTcpCounts::default();
+                per_cpu.iter().for_each(|c| sum.add(c));
+                (ifindex, sum)
+            })
+            .collect()
+    }
+
+    /// The live contents of every map, for the admin endpoint. `pods` names the pod behind
+    /// each host-side veth ifindex.
+    pub fn view(
+        &self,
+        orig_dst: &OrigDstTable,
+        pods: &std::collections::HashMap<u32, String>,
+    ) -> DatapathView {
         DatapathView {
             enrolled_netns: self
                 .enrolled_netns
@@ -482,6 +537,17 @@ impl Datapath {
                 .counters()
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            non_tcp: self
+                .non_tcp()
+                .into_iter()
+                .map(|(ifindex, c)| {
+                    let pod = pods
+                        .get(&ifindex)
+                        .cloned()
+                        .unwrap_or_else(|| format!("ifindex {ifindex}"));
+                    (pod, NonTcpView::from(c))
+                })
                 .collect(),
             links: {
                 let mut names: Vec<String> = fs::read_dir(&self.links_dir)
@@ -598,5 +664,43 @@ pub struct DatapathView {
     pub orig_dst: Vec<(String, OrigDstView)>,
     pub excluded: Vec<String>,
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// Non-TCP packets of each enrolled pod (not captured: STRICT covers TCP, as in Istio).
+    pub non_tcp: std::collections::BTreeMap<String, NonTcpView>,
     pub links: Vec<String>,
+}
+
+/// [`NonTcpCounts`] as the admin endpoint shows them.
+#[derive(Debug, Serialize)]
+pub struct NonTcpView {
+    pub udp_from_pod: u64,
+    pub icmp_from_pod: u64,
+    pub other_from_pod: u64,
+    pub udp_to_pod: u64,
+    pub icmp_to_pod: u64,
+    pub other_to_pod: u64,
+    pub dropped_from_pod: u64,
+    pub dropped_to_pod: u64,
+}
+
+impl From<NonTcpCounts> for NonTcpView {
+    fn from(c: NonTcpCounts) -> Self {
+        Self {
+            udp_from_pod: c.udp_from_pod,
+            icmp_from_pod: c.icmp_from_pod,
+            other_from_pod: c.other_from_pod,
+            udp_to_pod: c.udp_to_pod,
+            icmp_to_pod: c.icmp_to_pod,
+            other_to_pod: c.other_to_pod,
+            dropped_from_pod: c.dropped_from_pod,
+            dropped_to_pod: c.dropped_to_pod,
+        }
+    }
+}
+
+fn nr_cpus() -> Result<usize, Error> {
+    aya::util::nr_cpus().map_err(|(_, source)| Error::Pin {
+        what: "counting possible CPUs in",
+        path: PathBuf::from("/sys/devices/system/cpu/possible"),
+        source,
+    })
 }

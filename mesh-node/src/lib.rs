@@ -5,6 +5,7 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod datapath;
+pub mod host_addresses;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;

@@ -6,6 +6,7 @@
 //! Every connection gets a span with an id and exactly one access-log event (target
 //! `access`) when it ends.
 
+pub mod limits;
 pub mod relay;
 pub mod tunnel;
 mod tunnel_listener;
@@ -32,7 +33,10 @@ use tracing::Instrument as _;
 use mesh_api::{identity::Identity, peer_authentication};
 
 use crate::{
-    datapath::OrigDstTable, identity::IdentityManager, services::Lookup, workloads::enrollment::Registry,
+    datapath::OrigDstTable,
+    identity::IdentityManager,
+    services::Lookup,
+    workloads::{enrollment::Registry, NodeAddresses},
 };
 
 /// Which listener accepted a connection.
@@ -80,6 +84,11 @@ pub enum ConnResult {
     UpstreamTimeout,
     /// PeerAuthentication requires mTLS for this destination and port: plaintext refused.
     DeniedPlaintext,
+    /// The destination is the node itself (its loopback, unspecified or own addresses): the
+    /// proxy runs in the node's namespace and never dials the node for a pod.
+    DeniedNodeLocal,
+    /// The source pod holds `--max-connections-per-pod` connections through this proxy.
+    PodConnectionLimit,
     /// The source workload has no certificate yet, so no tunnel can be opened.
     NoCertificate,
     /// The tunnel to the destination node failed (connect, handshake, or CONNECT refused).
@@ -107,6 +116,8 @@ impl ConnResult {
             Self::UpstreamUnreachable => "upstream_unreachable",
             Self::UpstreamTimeout => "upstream_timeout",
             Self::DeniedPlaintext => "denied_plaintext",
+            Self::DeniedNodeLocal => "denied_node_local",
+            Self::PodConnectionLimit => "pod_connection_limit",
             Self::NoCertificate => "no_certificate",
             Self::TunnelFailed => "tunnel_failed",
             Self::NotLocal => "not_local",
@@ -123,6 +134,17 @@ pub struct ProxyStats {
     pub active: AtomicU64,
     pub relayed: AtomicU64,
     pub refused: AtomicU64,
+    /// Of `refused`: connections to the node's own addresses (`denied_node_local`).
+    pub refused_node_local: AtomicU64,
+    /// Of `refused`: connections over `--max-connections-per-pod` (`pod_connection_limit`).
+    pub refused_pod_limit: AtomicU64,
+    /// Tunnel connections refused because `--max-tls-handshakes` were in flight.
+    pub tunnel_refused_handshake_limit: AtomicU64,
+    /// Plaintext tunnel connections from an address that is not a mesh node's.
+    pub tunnel_refused_not_a_node: AtomicU64,
+    /// Tunnel connections this node opened to other nodes (one carries up to
+    /// `tunnel::STREAMS_PER_CONNECTION` tunnels).
+    pub tunnel_connections_opened: AtomicU64,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
 }
@@ -136,6 +158,8 @@ pub struct Proxy {
     pub idle_timeout: Duration,
     pub orig_dst: Arc<OrigDstTable>,
     pub registry: Arc<ArcSwap<Registry>>,
+    pub node_addresses: Arc<NodeAddresses>,
+    pub limits: limits::Limits,
     pub stats: Arc<ProxyStats>,
     pub mesh: Option<MeshSecurity>,
     next_id: AtomicU64,
@@ -164,6 +188,8 @@ impl Proxy {
         idle_timeout: Duration,
         orig_dst: Arc<OrigDstTable>,
         registry: Arc<ArcSwap<Registry>>,
+        node_addresses: Arc<NodeAddresses>,
+        limits: limits::Limits,
     ) -> Self {
         Self {
             node_ip,
@@ -173,6 +199,8 @@ impl Proxy {
             idle_timeout,
             orig_dst,
             registry,
+            node_addresses,
+            limits,
             stats: Arc::default(),
             mesh: None,
             next_id: AtomicU64::new(1),
@@ -265,15 +293,25 @@ impl Proxy {
             }
             self.describe_dst(&reg, Ipv4Addr::from(u32::from_be(o.dst_ip)), &mut log);
         }
+        // Held until the connection ends: its slot among the source pod's connections.
+        let slot = orig.map(|o| self.limits.pod_slot(o.src_netns_cookie));
         let result = match orig {
             None => ConnResult::NoOriginalDestination,
             Some(o) if o.direction != kind.expected_direction() => ConnResult::WrongListener,
+            Some(_) if matches!(slot, Some(None)) => {
+                self.stats.refused_pod_limit.fetch_add(1, Ordering::Relaxed);
+                ConnResult::PodConnectionLimit
+            }
             Some(o) => match self.resolve_service(&reg, kind, &o, &mut log) {
                 Err(r) => r,
                 Ok(Target { addr: dst, .. })
                     if *dst.ip() == self.node_ip && self.ports.contains(&dst.port()) =>
                 {
                     ConnResult::Loop
+                }
+                Ok(Target { addr: dst, .. }) if self.node_addresses.is_node_local((*dst.ip()).into()) => {
+                    self.stats.refused_node_local.fetch_add(1, Ordering::Relaxed);
+                    ConnResult::DeniedNodeLocal
                 }
                 Ok(target) => match self.open_upstream(&reg, kind, &o, target, &mut log).await {
                     Ok(Upstream::Direct(upstream)) => {
@@ -512,7 +550,7 @@ struct Target {
 
 enum Upstream {
     Direct(TcpStream),
-    Tunnel(hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>),
+    Tunnel(tunnel::Tunnel),
 }
 
 /// The fields of one access-log line.

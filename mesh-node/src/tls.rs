@@ -50,6 +50,14 @@ pub fn spiffe_id(cert: &CertificateDer<'_>) -> Option<Identity> {
     }
 }
 
+/// When a certificate stops being valid (`None` when it cannot be parsed).
+pub fn not_after(cert: &CertificateDer<'_>) -> Option<std::time::SystemTime> {
+    use x509_parser::prelude::*;
+    let (_, x) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    let secs = u64::try_from(x.validity().not_after.timestamp()).ok()?;
+    Some(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// The SNI naming a destination pod.
 pub fn sni_for(pod: Ipv4Addr) -> String {
     let o = pod.octets();

@@ -125,6 +125,24 @@ impl Netns {
         NetnsPath(self.path()).command(program, cgroup)
     }
 
+    /// A TCP counter once it stopped moving (unchanged over 300 ms, for at most 3 s): the
+    /// baseline for "nothing more arrives", after the last segments of earlier connections.
+    pub fn settled_tcp_counter(&self, name: &'static str) -> u64 {
+        let mut last = self.tcp_counter(name);
+        let mut still_since = std::time::Instant::now();
+        let deadline = still_since + std::time::Duration::from_secs(3);
+        while std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let now = self.tcp_counter(name);
+            if now != last {
+                (last, still_since) = (now, std::time::Instant::now());
+            } else if still_since.elapsed() >= std::time::Duration::from_millis(300) {
+                break;
+            }
+        }
+        last
+    }
+
     /// A TCP counter of this namespace from `/proc/net/snmp` (e.g. "InSegs").
     pub fn tcp_counter(&self, name: &'static str) -> u64 {
         self.run(move || {

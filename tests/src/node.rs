@@ -128,7 +128,8 @@ impl MeshNode {
         body
     }
 
-    fn admin_raw(&self, path: &str) -> std::io::Result<(u16, String)> {
+    /// GET on the admin endpoint: status and body, whatever the status.
+    pub fn admin_raw(&self, path: &str) -> std::io::Result<(u16, String)> {
         crate::http_get(&self.admin, "127.0.0.1:15000", path)
     }
 

@@ -39,9 +39,10 @@ impl Peers {
     }
 }
 
+/// Listens on `[::]:port`, which takes IPv4 too (a dual-stack socket, as most servers).
 fn bind(ns: &Netns, port: u16) -> TcpListener {
     ns.run(move || {
-        let std = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind in pod");
+        let std = std::net::TcpListener::bind(("::", port)).expect("bind in pod");
         std.set_nonblocking(true).expect("nonblocking");
         TcpListener::from_std(std).expect("tokio listener")
     })
@@ -58,6 +59,8 @@ where
     let seen = peers.clone();
     ns.spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
+            // IPv4 clients of the dual-stack socket show as ::ffff:a.b.c.d: record a.b.c.d.
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
             seen.push(peer);
             let _ = stream.set_nodelay(true);
             tokio::spawn(handle(stream, peer));

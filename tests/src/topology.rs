@@ -5,7 +5,11 @@
 //! Addressing (only inside the test's own namespaces):
 //! - node i: `198.18.0.i/24` on its uplink; routes `10.j.0.0/16 via 198.18.0.j` to node j;
 //! - pod k on node i: `10.i.k.2/30`, the host side of its veth `10.i.k.1/30`, default route
-//!   through it; the host side is named `v<tag>p<k>`.
+//!   through it (a ptp CNI); the host side is named `v<tag>p<k>`;
+//! - with [`TopologyBuilder::bridge_cni`], as a bridge CNI wires them: every pod's veth is a
+//!   port of the node's bridge `cni0` (`10.i.0.1/16`), pod k is `10.i.k.2/16` with its default
+//!   route through the bridge, and no route names the pod's veth;
+//! - [`Topology::enable_ipv6`] adds `fd00:i:k::2/64` to pod k (host side `fd00:i:k::1/64`).
 //!
 //! cgroups: `<cgroup2>/trellis-tests/<tag>/<node>/{proxy,pods,host}`. The node's programs
 //! attach at `<node>`; `proxy` holds mesh-node, `pods` the pods' processes, `host` the
@@ -44,9 +48,16 @@ pub struct TopologyBuilder {
     pods: Vec<PodSpec>,
     enrolled: Vec<String>,
     cert_ttl_secs: Option<u64>,
+    bridge_cni: bool,
 }
 
 impl TopologyBuilder {
+    /// Wires pods as a bridge CNI does (see the module docs).
+    pub fn bridge_cni(mut self) -> Self {
+        self.bridge_cni = true;
+        self
+    }
+
     pub fn node(mut self, name: &str) -> Self {
         self.nodes.push(NodeSpec { name: name.into() });
         self
@@ -180,8 +191,6 @@ impl TopologyBuilder {
                 .with_context(|| format!("no node {}", spec.node))?;
             let ns = Netns::new(&format!("{tag}-{}", spec.name))?;
             let host_if = format!("v{tag}p{k}");
-            let host_addr = Ipv4Addr::new(10, node.index, k, 1);
-            let addr = Ipv4Addr::new(10, node.index, k, 2);
             ip(&[
                 "link",
                 "add",
@@ -196,22 +205,44 @@ impl TopologyBuilder {
                 "netns",
                 &ns.name,
             ])?;
-            ip(&[
-                "-n",
-                &node.netns.name,
-                "addr",
-                "add",
-                &format!("{host_addr}/30"),
-                "dev",
-                &host_if,
-            ])?;
+            let addr = Ipv4Addr::new(10, node.index, k, 2);
+            let (gateway, prefix) = if self.bridge_cni {
+                let bridge_addr = Ipv4Addr::new(10, node.index, 0, 1);
+                if ip(&["-n", &node.netns.name, "link", "show", "cni0"]).is_err() {
+                    ip(&["-n", &node.netns.name, "link", "add", "cni0", "type", "bridge"])?;
+                    ip(&[
+                        "-n",
+                        &node.netns.name,
+                        "addr",
+                        "add",
+                        &format!("{bridge_addr}/16"),
+                        "dev",
+                        "cni0",
+                    ])?;
+                    ip(&["-n", &node.netns.name, "link", "set", "cni0", "up"])?;
+                }
+                ip(&["-n", &node.netns.name, "link", "set", &host_if, "master", "cni0"])?;
+                (bridge_addr, 16)
+            } else {
+                let host_addr = Ipv4Addr::new(10, node.index, k, 1);
+                ip(&[
+                    "-n",
+                    &node.netns.name,
+                    "addr",
+                    "add",
+                    &format!("{host_addr}/30"),
+                    "dev",
+                    &host_if,
+                ])?;
+                (host_addr, 30)
+            };
             ip(&["-n", &node.netns.name, "link", "set", &host_if, "up"])?;
             ip(&[
                 "-n",
                 &ns.name,
                 "addr",
                 "add",
-                &format!("{addr}/30"),
+                &format!("{addr}/{prefix}"),
                 "dev",
                 "eth0",
             ])?;
@@ -223,12 +254,15 @@ impl TopologyBuilder {
                 "add",
                 "default",
                 "via",
-                &host_addr.to_string(),
+                &gateway.to_string(),
             ])?;
             topo.pods.push(Pod {
                 namespace: spec.namespace.clone(),
                 name: spec.name,
                 node: spec.node,
+                node_index: node.index,
+                index: k,
+                host_if,
                 addr,
                 labels: spec.labels,
                 netns: ns,
@@ -290,6 +324,11 @@ pub struct Pod {
     pub namespace: String,
     pub name: String,
     pub node: String,
+    /// The node's index (i in the addressing scheme) and the pod's (k).
+    pub node_index: u8,
+    pub index: u8,
+    /// The host side of the pod's veth, in its node's namespace.
+    pub host_if: String,
     pub addr: Ipv4Addr,
     pub labels: BTreeMap<String, String>,
     pub netns: Netns,
@@ -298,6 +337,11 @@ pub struct Pod {
 }
 
 impl Pod {
+    /// The pod's IPv6 address once [`Topology::enable_ipv6`] ran.
+    pub fn addr6(&self) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::new(0xfd00, self.node_index.into(), self.index.into(), 0, 0, 0, 0, 2)
+    }
+
     /// `curl` from inside the pod, as a captured process would run it.
     pub fn curl(&self, url: &str) -> std::process::Output {
         self.netns
@@ -334,6 +378,7 @@ impl Topology {
             pods: Vec::new(),
             enrolled: Vec::new(),
             cert_ttl_secs: None,
+            bridge_cni: false,
         }
     }
 
@@ -405,6 +450,54 @@ impl Topology {
         let c = self.controller.as_mut().expect("every topology has a controller");
         c.kill();
         c.start(fabric)
+    }
+
+    /// Gives every pod (ptp wiring) an IPv6 address and route next to its IPv4 one, and the
+    /// nodes IPv6 forwarding: what a dual-stack CNI does. Addresses skip duplicate address
+    /// detection, so they are usable at once.
+    pub fn enable_ipv6(&self) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            node.netns
+                .run(|| std::fs::write("/proc/sys/net/ipv6/conf/all/forwarding", "1"))
+                .context("enabling IPv6 forwarding")?;
+        }
+        for p in &self.pods {
+            let node = self.node(&p.node);
+            let host = std::net::Ipv6Addr::new(0xfd00, p.node_index.into(), p.index.into(), 0, 0, 0, 0, 1);
+            ip(&[
+                "-n",
+                &node.netns.name,
+                "-6",
+                "addr",
+                "add",
+                &format!("{host}/64"),
+                "dev",
+                &p.host_if,
+                "nodad",
+            ])?;
+            ip(&[
+                "-n",
+                &p.netns.name,
+                "-6",
+                "addr",
+                "add",
+                &format!("{}/64", p.addr6()),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            ip(&[
+                "-n",
+                &p.netns.name,
+                "-6",
+                "route",
+                "add",
+                "default",
+                "via",
+                &host.to_string(),
+            ])?;
+        }
+        Ok(())
     }
 
     /// Writes (or, with `None`, removes) an extra YAML file in the config directory,

@@ -25,13 +25,15 @@ fn two_nodes(test: &str, ttl: Option<u64>) -> Topology {
 
 /// Both nodes with `--tunnel-security plaintext` (the benchmark's trellis-tcp arm): the same
 /// HTTP/2 CONNECT between the nodes with no TLS on the wire, and what arrives through it is a
-/// plaintext caller without identity, which STRICT PeerAuthentication refuses.
+/// plaintext caller without identity, which STRICT PeerAuthentication refuses. Only mesh
+/// nodes may open one: any other host is reset before a byte of HTTP/2.
 #[test]
 fn a_plaintext_tunnel_carries_no_identity_and_strict_refuses_it() {
     let mut t = Topology::builder("plaintext_tunnel")
         .node("n1")
         .node("n2")
         .pod("n1", "shop/a")
+        .pod("n1", "legacy/c")
         .pod("n2", "shop/e")
         .enrolled_namespace("shop")
         .build()
@@ -69,6 +71,26 @@ fn a_plaintext_tunnel_carries_no_identity_and_strict_refuses_it() {
         tunnel[0]
     );
     assert_eq!(field(&tunnel[0], "result"), "ok");
+
+    // A host that is not a mesh node (a non-mesh pod on n1, with its own address) dialling
+    // n2's 15008: reset, counted. Without the check it got n2's SETTINGS frame and could
+    // CONNECT to any enrolled pod of n2.
+    let tunnel_port = std::net::SocketAddrV4::new(t.node("n2").addr, 15008);
+    let answer = t.pod("c").netns.run(move || -> std::io::Result<usize> {
+        use std::io::{Read as _, Write as _};
+        let mut s = std::net::TcpStream::connect_timeout(&tunnel_port.into(), Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")?;
+        s.read(&mut [0u8; 64])
+    });
+    assert!(
+        matches!(&answer, Ok(0))
+            || answer
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "a non-node got an answer from the plaintext tunnel: {answer:?}"
+    );
+    assert_eq!(n2.admin("/stats")["proxy"]["tunnel_refused_not_a_node"], 1);
 
     t.set_yaml(
         "strict.yaml",
@@ -542,6 +564,37 @@ fn certificates_rotate_without_failed_requests() {
         .filter_map(|v| v["took_ms"].as_u64())
         .collect();
     println!("{ok} requests, 0 failed; renewals on n1 took {took:?} ms");
+    // Connections made with a certificate that expired were closed by n2 (after their
+    // streams drained: no request failed above).
+    assert!(
+        t.node("n2")
+            .mesh()
+            .log_text()
+            .contains("the client certificate expired"),
+        "n2 kept serving a tunnel connection past its client certificate"
+    );
+}
+
+/// A tunnel connection served for a workload the node no longer runs is closed (new streams
+/// to it were refused already; this lets go of the connection).
+#[test]
+fn a_tunnel_connection_closes_when_its_identity_leaves_the_node() {
+    let mut t = two_nodes("tunnel_identity_gone", None);
+    servers::http(&t.pod("e").netns, 8080);
+    ok_body(&t.pod("a").curl(&format!("http://{}:8080/", t.pod("e").addr)));
+    t.set_pod_label("e", "trellis.dev/mesh", Some("disabled"))
+        .unwrap();
+    let closed = eventually(Duration::from_secs(25), || {
+        t.node("n2")
+            .mesh()
+            .log_text()
+            .contains("no longer runs the identity it was served for")
+            .then_some(())
+    });
+    assert!(
+        closed.is_some(),
+        "n2 kept the tunnel connection of a workload it dropped"
+    );
 }
 
 /// Rotating the CA root with an overlap: (1) the bundle gains the new root, (2) the new
@@ -640,4 +693,44 @@ fn controller_down_keeps_certificates_serving() {
     });
     assert!(back.is_some(), "n1 never reconnected to the CA");
     ok_body(&t.pod("a").curl(&url));
+}
+
+/// A pod holding more long-lived connections to another node than one tunnel connection
+/// carries (a database pool) gets another tunnel connection instead of waiting for a free
+/// HTTP/2 stream. Without the fix the 257th connection waited forever (the destination
+/// allows 256 concurrent streams per connection) and the probe's exchange on it timed out.
+#[test]
+fn a_full_tunnel_connection_opens_another_instead_of_waiting() {
+    use std::io::{BufRead as _, BufReader};
+    let t = two_nodes("tunnel_pool_full", None);
+    let (a, e) = (t.pod("a"), t.pod("e"));
+    servers::echo(&e.netns, 7000);
+    servers::http(&e.netns, 8080);
+    let mut held = a
+        .netns
+        .command(env!("CARGO_BIN_EXE_probe"), &a.cgroup)
+        .args(["hold", "260", &format!("{}:7000", e.addr)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(held.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line != "held 260\n" {
+        let _ = held.kill();
+        let out = held.wait_with_output().unwrap();
+        panic!("probe: {line:?} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let stats = t.node("n1").mesh().admin("/stats");
+    assert_eq!(
+        stats["proxy"]["tunnel_connections_opened"], 2,
+        "260 tunnels take two connections of at most 200: {stats}"
+    );
+    // And a new connection still goes through while they are held.
+    ok_body(&a.curl(&format!("http://{}:8080/", e.addr)));
+    drop(held.stdin.take());
+    let _ = held.wait();
 }

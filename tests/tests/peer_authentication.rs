@@ -85,18 +85,27 @@ impl Setup {
         }
     }
 
-    /// Replaces every PeerAuthentication and waits until the node enforces the new set.
+    /// Replaces every PeerAuthentication and waits until the node enforces the new set: a
+    /// config version after the edit, with as many policies. (Waiting on the count alone
+    /// passes at once when one policy replaces another.)
     fn policies(&self, docs: &[&str]) {
+        let mesh = self.t.node("n1").mesh();
+        let before = mesh.admin("/workloads")["config_version"].as_u64().unwrap_or(0);
         let yaml = docs.join("---\n");
         self.t
             .set_yaml("policies.yaml", (!docs.is_empty()).then_some(yaml.as_str()))
             .unwrap();
         let want = docs.len();
         let applied = eventually(Duration::from_secs(5), || {
-            let w = self.t.node("n1").mesh().admin("/workloads");
-            (w["peer_authentications"].as_array().map_or(0, Vec::len) == want).then_some(())
+            let w = mesh.admin("/workloads");
+            let version = w["config_version"].as_u64().unwrap_or(0);
+            (version > before && w["peer_authentications"].as_array().map_or(0, Vec::len) == want)
+                .then_some(())
         });
-        assert!(applied.is_some(), "the node did not pick up {want} policies");
+        assert!(
+            applied.is_some(),
+            "the node did not pick up {want} policies after version {before}"
+        );
     }
 
     /// Whether `caller` gets an HTTP answer from b on `port`.

@@ -1,11 +1,13 @@
 //! Network namespace cookies: the kernel's identity for a netns, what `connect4` sees through
 //! `bpf_get_netns_cookie`. User space learns a namespace's cookie by opening a socket inside
-//! it (`SO_NETNS_COOKIE`, Linux 5.14).
+//! it (`SO_NETNS_COOKIE`, Linux 5.14). The same visit finds the pod's host-side interface
+//! (`super::veth`).
 
 use std::{
     collections::{HashMap, HashSet},
     fs::File,
     io,
+    net::Ipv4Addr,
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
 };
@@ -32,12 +34,31 @@ struct Known {
     _pinned: File,
     dev: u64,
     ino: u64,
-    cookie: u64,
+    found: Pod,
+}
+
+/// What a visit to a pod's namespace finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pod {
+    pub netns_cookie: u64,
+    /// The node-side peer of the interface holding the pod's IP, `None` for a namespace
+    /// looked up without an IP.
+    pub host_ifindex: Option<u32>,
 }
 
 impl Cookies {
     /// The cookie of the namespace at `path` now.
     pub fn get(&mut self, path: &Path) -> io::Result<u64> {
+        self.lookup(path, None).map(|p| p.netns_cookie)
+    }
+
+    /// The cookie of the namespace at `path` and the host-side peer of its interface holding
+    /// `ip`: an error until an interface holds it, or when that interface has no peer.
+    pub fn pod(&mut self, path: &Path, ip: Ipv4Addr) -> io::Result<Pod> {
+        self.lookup(path, Some(ip))
+    }
+
+    fn lookup(&mut self, path: &Path, ip: Option<Ipv4Addr>) -> io::Result<Pod> {
         let now = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) => {
@@ -48,23 +69,28 @@ impl Cookies {
             }
         };
         if let Some(k) = self.known.get(path) {
-            if (k.dev, k.ino) == (now.dev(), now.ino()) {
-                return Ok(k.cookie);
+            if (k.dev, k.ino) == (now.dev(), now.ino()) && (ip.is_none() || k.found.host_ifindex.is_some()) {
+                return Ok(k.found);
             }
         }
         let ns = File::open(path)?;
         let opened = ns.metadata()?;
-        let cookie = cookie_of(&ns)?;
+        let found = visit(&ns, ip)?;
         self.known.insert(
             path.to_owned(),
             Known {
                 dev: opened.dev(),
                 ino: opened.ino(),
-                cookie,
+                found,
                 _pinned: ns,
             },
         );
-        Ok(cookie)
+        Ok(found)
+    }
+
+    /// Forgets what was found at `path`, so the next lookup visits the namespace again.
+    pub fn forget(&mut self, path: &Path) {
+        self.known.remove(path);
     }
 
     /// Forgets (and unpins) every namespace whose path is not in `paths`.
@@ -74,18 +100,40 @@ impl Cookies {
 }
 
 fn cookie_of(ns: &File) -> io::Result<u64> {
-    // setns moves only the calling thread, so a short-lived thread does the work and the
-    // rest of the process never leaves the node's namespace.
-    std::thread::scope(|s| s.spawn(|| cookie_inside(ns)).join())
-        .map_err(|_| io::Error::other("netns cookie thread panicked"))?
+    visit(ns, None).map(|p| p.netns_cookie)
 }
 
-fn cookie_inside(ns: &File) -> io::Result<u64> {
+/// Enters the namespace on a short-lived thread (setns moves only the calling thread, so the
+/// rest of the process never leaves the node's namespace) and reads what it needs there.
+fn visit(ns: &File, ip: Option<Ipv4Addr>) -> io::Result<Pod> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns on a descriptor we own; the result is checked.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let netns_cookie = cookie_inside()?;
+            let host_ifindex = match ip {
+                None => None,
+                Some(ip) => Some(
+                    super::veth::peer_ifindex_inside(ip)?
+                        .ok_or_else(|| io::Error::other(format!("no interface in the pod holds {ip} yet")))?,
+                ),
+            };
+            Ok(Pod {
+                netns_cookie,
+                host_ifindex,
+            })
+        })
+        .join()
+    })
+    .map_err(|_| io::Error::other("netns visiting thread panicked"))?
+}
+
+/// The cookie of the calling thread's network namespace.
+fn cookie_inside() -> io::Result<u64> {
     // SAFETY: plain syscalls on descriptors we own; results are checked.
     unsafe {
-        if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-            return Err(io::Error::last_os_error());
-        }
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if sock < 0 {
             return Err(io::Error::last_os_error());

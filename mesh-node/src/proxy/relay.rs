@@ -33,6 +33,11 @@ impl Side for hyper_util::rt::TokioIo<hyper::upgrade::Upgraded> {
     fn abort(&self) {}
 }
 
+/// An outbound tunnel stream, likewise.
+impl Side for super::tunnel::Tunnel {
+    fn abort(&self) {}
+}
+
 /// How a relayed connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

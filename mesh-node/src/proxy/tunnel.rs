@@ -1,8 +1,11 @@
 //! The client side of the node-to-node tunnel (HBONE framing): HTTP/2 `CONNECT podIP:port`
 //! inside mutual TLS 1.3 to the destination node's port 15008, presenting the *source
-//! workload's* certificate. One pooled connection per (source identity, destination node,
-//! destination identity) carries every tunnel between them as HTTP/2 streams; the server's
-//! stream limit queues extra tunnels rather than failing them.
+//! workload's* certificate. Pooled connections per (source identity, destination node,
+//! destination identity) carry the tunnels between them as HTTP/2 streams; when every pooled
+//! connection carries [`STREAMS_PER_CONNECTION`] tunnels (a database pool holding hundreds)
+//! another connection is opened, so a tunnel never waits for a stream to end. Readiness and
+//! the CONNECT exchange are bounded by the connect timeout. Connections that closed, or that
+//! carried nothing for [`IDLE_EVICTION`] (their node or identity may be gone), leave the pool.
 //!
 //! With `--tunnel-security plaintext` the same HTTP/2 CONNECT runs over plain TCP, with no
 //! certificates (for measuring what TLS costs).
@@ -10,8 +13,10 @@
 use std::{
     collections::HashMap,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
-    sync::{Arc, Mutex},
-    time::Duration,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -21,8 +26,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_api::identity::Identity;
 use rustls::pki_types::ServerName;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::ProxyStats;
 use crate::{
     config::TunnelSecurity,
     identity::{IdentityManager, WorkloadCert},
@@ -33,6 +39,11 @@ use crate::{
 /// centre, fixed because adaptive sizing sends BDP pings along with the data.
 pub(super) const STREAM_WINDOW: u32 = 4 << 20;
 pub(super) const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Tunnels one pooled connection carries before another is opened: below the 256 concurrent
+/// streams the tunnel listener allows, so a stream is always free on a connection we pick.
+pub const STREAMS_PER_CONNECTION: usize = 200;
+/// A pooled connection that carried no tunnel for this long is closed.
+const IDLE_EVICTION: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -49,6 +60,8 @@ pub enum TunnelError {
     Handshake { addr: SocketAddr, message: String },
     #[error("HTTP/2 with {addr}: {message}")]
     Http2 { addr: SocketAddr, message: String },
+    #[error("the destination node at {addr} did not answer CONNECT {target} in time")]
+    ConnectTimeout { addr: SocketAddr, target: SocketAddrV4 },
     #[error("the destination node refused CONNECT {target}: {status}")]
     Refused {
         target: SocketAddrV4,
@@ -71,10 +84,66 @@ pub struct TunnelClient {
     pub port: u16,
     pub mark: u32,
     pub connect_timeout: Duration,
-    /// Per key: the serial of the source certificate the connection was made with (empty for
-    /// a plaintext tunnel), and the connection. A renewed certificate gets a new connection; the old one closes once its
-    /// streams finish.
-    pool: Mutex<HashMap<PoolKey, (String, Sender)>>,
+    pub stats: Arc<ProxyStats>,
+    /// Per key, the connections. A renewed certificate gets new connections; the old ones
+    /// close once their streams finish.
+    pool: Mutex<HashMap<PoolKey, Vec<Pooled>>>,
+}
+
+/// One pooled tunnel connection.
+struct Pooled {
+    /// Serial of the source certificate it was made with (empty for a plaintext tunnel).
+    serial: String,
+    sender: Sender,
+    /// Held by every open tunnel of the connection: the strong count less one is the number
+    /// of streams in use.
+    streams: Arc<()>,
+    last_used: Instant,
+}
+
+impl Pooled {
+    fn in_use(&self) -> usize {
+        Arc::strong_count(&self.streams) - 1
+    }
+
+    /// Open, and carrying tunnels or used recently.
+    fn usable(&self, now: Instant) -> bool {
+        !self.sender.is_closed() && (self.in_use() > 0 || now - self.last_used < IDLE_EVICTION)
+    }
+}
+
+/// One tunnel: an HTTP/2 CONNECT stream, holding its connection's stream slot.
+pub struct Tunnel {
+    io: TokioIo<Upgraded>,
+    _slot: Arc<()>,
+}
+
+impl AsyncRead for Tunnel {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tunnel {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
 }
 
 impl TunnelClient {
@@ -84,6 +153,7 @@ impl TunnelClient {
         port: u16,
         mark: u32,
         connect_timeout: Duration,
+        stats: Arc<ProxyStats>,
     ) -> Self {
         Self {
             identities,
@@ -91,6 +161,7 @@ impl TunnelClient {
             port,
             mark,
             connect_timeout,
+            stats,
             pool: Mutex::default(),
         }
     }
@@ -102,7 +173,7 @@ impl TunnelClient {
         node: Ipv4Addr,
         destination: &Identity,
         target: SocketAddrV4,
-    ) -> Result<TokioIo<Upgraded>, TunnelError> {
+    ) -> Result<Tunnel, TunnelError> {
         let key = PoolKey {
             source: source.clone(),
             node,
@@ -118,29 +189,34 @@ impl TunnelClient {
             TunnelSecurity::Plaintext => None,
         };
         let serial = cert.as_ref().map_or("", |c| c.serial.as_str());
-        let pooled = self
-            .pool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-            .filter(|(pooled_serial, s)| pooled_serial == serial && !s.is_closed())
-            .map(|(_, s)| s.clone());
-        let mut sender = match pooled {
-            Some(s) => s,
+        let (mut sender, slot) = match self.pooled(&key, serial) {
+            Some(pooled) => pooled,
             None => {
-                let s = self.connect(&key, cert.as_deref(), target).await?;
-                self.pool
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(key, (serial.to_string(), s.clone()));
-                s
+                let sender = self.connect(&key, cert.as_deref(), target).await?;
+                let slot = Arc::new(());
+                self.stats
+                    .tunnel_connections_opened
+                    .fetch_add(1, Ordering::Relaxed);
+                let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+                // New connections are rare: the time to forget those of other keys.
+                let now = Instant::now();
+                pool.retain(|_, conns| {
+                    conns.retain(|c| c.usable(now));
+                    !conns.is_empty()
+                });
+                pool.entry(key).or_default().push(Pooled {
+                    serial: serial.to_string(),
+                    sender: sender.clone(),
+                    streams: slot.clone(),
+                    last_used: Instant::now(),
+                });
+                (sender, slot)
             }
         };
         let h2 = |e: hyper::Error| TunnelError::Http2 {
             addr,
             message: e.to_string(),
         };
-        sender.ready().await.map_err(h2)?;
         let request = Request::builder()
             .method(Method::CONNECT)
             .uri(target.to_string())
@@ -149,14 +225,38 @@ impl TunnelClient {
                 addr,
                 message: e.to_string(),
             })?;
-        let response = sender.send_request(request).await.map_err(h2)?;
+        let exchange = async {
+            sender.ready().await.map_err(h2)?;
+            sender.send_request(request).await.map_err(h2)
+        };
+        let response = tokio::time::timeout(self.connect_timeout, exchange)
+            .await
+            .map_err(|_| TunnelError::ConnectTimeout { addr, target })??;
         if response.status() != StatusCode::OK {
             return Err(TunnelError::Refused {
                 target,
                 status: response.status(),
             });
         }
-        Ok(TokioIo::new(hyper::upgrade::on(response).await.map_err(h2)?))
+        Ok(Tunnel {
+            io: TokioIo::new(hyper::upgrade::on(response).await.map_err(h2)?),
+            _slot: slot,
+        })
+    }
+
+    /// A pooled connection for `key` made with the certificate `serial`, with a free stream,
+    /// and the slot the new tunnel holds. Sweeps closed and long-idle connections on the way.
+    fn pooled(&self, key: &PoolKey, serial: &str) -> Option<(Sender, Arc<()>)> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let conns = pool.get_mut(key)?;
+        conns.retain(|c| c.usable(now));
+        let conn = conns
+            .iter_mut()
+            .filter(|c| c.serial == serial && c.in_use() < STREAMS_PER_CONNECTION)
+            .min_by_key(|c| c.in_use())?;
+        conn.last_used = now;
+        Some((conn.sender.clone(), conn.streams.clone()))
     }
 
     /// A new tunnel connection: TCP, then mutual TLS presenting `cert` (none: plaintext),

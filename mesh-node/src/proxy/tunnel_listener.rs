@@ -5,7 +5,8 @@
 //! with the proxy mark, which its guard requires.
 //!
 //! With `--tunnel-security plaintext` the streams arrive over plain TCP with no identity:
-//! they are plaintext callers, admitted only where PeerAuthentication allows plaintext.
+//! they are plaintext callers, admitted only where PeerAuthentication allows plaintext, and
+//! only from the addresses of the other mesh nodes in the controller's config.
 
 use std::{
     convert::Infallible,
@@ -35,15 +36,22 @@ use super::{
 };
 use crate::{config::TunnelSecurity, identity::IdentityManager, tls};
 
-/// Concurrent tunnels per connection; more wait for a free stream on the client side.
+/// Concurrent tunnels per connection; the client opens another connection before this.
 const MAX_STREAMS: u32 = 256;
+/// How often a verified connection checks that this node still runs the identity it was
+/// served for (new streams are refused at once anyway; this closes the connection).
+const IDENTITY_CHECK: Duration = Duration::from_secs(10);
 
 /// Who is at the other end of a tunnel connection.
 #[derive(Clone)]
 enum Caller {
-    /// Mutual TLS: the client's verified identity, and the identity of the local workload
-    /// whose certificate it was served (chosen by SNI).
-    Verified { identity: Identity, presented: Identity },
+    /// Mutual TLS: the client's verified identity, when its certificate expires, and the
+    /// identity of the local workload whose certificate it was served (chosen by SNI).
+    Verified {
+        identity: Identity,
+        expires: std::time::SystemTime,
+        presented: Identity,
+    },
     /// A plaintext tunnel: no identity.
     Plaintext,
 }
@@ -72,6 +80,15 @@ impl Proxy {
                 }
             };
             let _ = tcp.set_nodelay(true);
+            // A flood of connections must not pile up TLS handshakes (each costs CPU): over
+            // the bound, refuse at once.
+            let Some(handshake) = self.limits.handshake() else {
+                self.stats
+                    .tunnel_refused_handshake_limit
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                relay::reset(&tcp);
+                continue;
+            };
             let config = match security {
                 TunnelSecurity::Plaintext => None,
                 TunnelSecurity::Mtls => match server_config.current(&identities) {
@@ -88,7 +105,9 @@ impl Proxy {
             let span = tracing::info_span!("tunnel", %peer);
             tokio::spawn(
                 async move {
-                    proxy.tunnel_connection(tcp, peer, identities, config).await;
+                    proxy
+                        .tunnel_connection(tcp, peer, identities, config, handshake)
+                        .await;
                     drop(active);
                 }
                 .instrument(span),
@@ -102,12 +121,31 @@ impl Proxy {
         peer: SocketAddr,
         identities: Arc<IdentityManager>,
         config: Option<Arc<rustls::ServerConfig>>,
+        handshake: tokio::sync::OwnedSemaphorePermit,
     ) {
         let Some(config) = config else {
+            drop(handshake);
+            // No TLS means no proof of who connects: only the other mesh nodes the
+            // controller lists may, or any host reaching 15008 could enter enrolled pods.
+            let from_node = match peer.ip() {
+                std::net::IpAddr::V4(ip) => self.registry().is_peer_node(ip),
+                std::net::IpAddr::V6(ip) => ip
+                    .to_ipv4_mapped()
+                    .is_some_and(|ip| self.registry().is_peer_node(ip)),
+            };
+            if !from_node {
+                self.stats
+                    .tunnel_refused_not_a_node
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(%peer, "plaintext tunnel refused: the caller is not a mesh node of the controller's config");
+                return relay::reset(&tcp);
+            }
             return self.serve_streams(tcp, peer, Caller::Plaintext).await;
         };
         let accept = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
-        let stream = match tokio::time::timeout(Duration::from_secs(10), accept).await {
+        let accepted = tokio::time::timeout(Duration::from_secs(10), accept).await;
+        drop(handshake);
+        let stream = match accepted {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let reason = handshake_failure_reason(&e);
@@ -125,7 +163,11 @@ impl Proxy {
             .peer_certificates()
             .and_then(|c| c.first())
             .and_then(tls::spiffe_id);
-        let Some(peer_identity) = peer_identity else {
+        let expires = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(tls::not_after);
+        let (Some(peer_identity), Some(expires)) = (peer_identity, expires) else {
             identities.record_handshake(Err("no_spiffe_id"));
             tracing::info!("tunnel refused: the client certificate carries no workload SPIFFE ID");
             return;
@@ -147,6 +189,7 @@ impl Proxy {
         tracing::info!(target: "tls", %peer_identity, local = %presented, group = %group, cipher = %suite, "tunnel connection accepted");
         let caller = Caller::Verified {
             identity: peer_identity,
+            expires,
             presented,
         };
         self.serve_streams(stream, peer, caller).await;
@@ -158,6 +201,7 @@ impl Proxy {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let proxy = self.clone();
+        let caller_for_checks = caller.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let (proxy, caller) = (proxy.clone(), caller.clone());
             async move { Ok::<_, Infallible>(proxy.connect_stream(req, peer, caller).await) }
@@ -173,8 +217,48 @@ impl Proxy {
             // wakeups per request for a gain only on long fat links.
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW);
-        if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
-            tracing::debug!(error = %e, "tunnel connection ended");
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let Caller::Verified {
+            expires, presented, ..
+        } = caller_for_checks
+        else {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "tunnel connection ended");
+            }
+            return;
+        };
+        // A verified connection lives while its client certificate is valid and this node
+        // runs the identity it was served for; then it takes no new streams (GOAWAY) and
+        // closes once its streams finish.
+        let until_expiry = expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        let expiry = tokio::time::sleep(until_expiry);
+        tokio::pin!(expiry);
+        let mut check =
+            tokio::time::interval_at(tokio::time::Instant::now() + IDENTITY_CHECK, IDENTITY_CHECK);
+        let mut closing = false;
+        loop {
+            let reason = tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(error = %e, "tunnel connection ended");
+                    }
+                    return;
+                }
+                _ = &mut expiry, if !closing => "the client certificate expired",
+                _ = check.tick(), if !closing => {
+                    let td = self.trust_domain();
+                    if self.registry().workloads.values().any(|e| e.workload.identity(td) == presented) {
+                        continue;
+                    }
+                    "this node no longer runs the identity it was served for"
+                }
+            };
+            tracing::info!(reason, %peer, "closing tunnel connection; its streams drain");
+            conn.as_mut().graceful_shutdown();
+            closing = true;
         }
     }
 

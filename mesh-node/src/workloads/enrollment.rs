@@ -29,9 +29,9 @@ use mesh_api::{
     selection::Endpoint,
 };
 
-use super::{Selection, Skipped, Workload};
+use super::{Heartbeat, NodeAddresses, Selection, Skipped, Workload};
 use crate::{
-    datapath::{self, netns, routes, Datapath, PodDatapath},
+    datapath::{self, netns, Datapath, PodDatapath},
     identity::IdentityManager,
     services::ServiceIndex,
 };
@@ -55,6 +55,8 @@ pub struct Registry {
     pub peer_authentications: PeerAuthentications,
     /// Service VIPs and ports, with their endpoints, for outbound load balancing.
     pub services: ServiceIndex,
+    /// Addresses of the other mesh nodes (those of remote endpoints).
+    pub peer_nodes: HashSet<Ipv4Addr>,
     #[serde(skip)]
     by_cookie: HashMap<u64, String>,
     #[serde(skip)]
@@ -94,6 +96,20 @@ impl Registry {
             identity: e.identity.clone(),
             node_ip: e.node_ip?,
         })
+    }
+
+    /// Whether `ip` is the address of another mesh node, as the controller's config lists
+    /// them (the nodes of remote endpoints).
+    pub fn is_peer_node(&self, ip: Ipv4Addr) -> bool {
+        self.peer_nodes.contains(&ip)
+    }
+
+    /// Enrolled pods by the ifindex of their host-side interface (for the admin view).
+    pub fn pods_by_ifindex(&self) -> HashMap<u32, String> {
+        self.workloads
+            .iter()
+            .map(|(key, e)| (e.datapath.host_ifindex, key.clone()))
+            .collect()
     }
 
     pub fn peer_authentications(&self) -> &PeerAuthentications {
@@ -136,6 +152,10 @@ pub struct Enroller {
     first_pass: bool,
     /// Netns cookies, remembered so the pass every 500 ms costs a `stat` per pod.
     cookies: netns::Cookies,
+    /// When the last pass finished; `/ready` goes false when passes stall or stop.
+    pub heartbeat: Arc<Heartbeat>,
+    /// The node's own addresses, refreshed every pass, which the proxy never dials for a pod.
+    pub node_addresses: Arc<NodeAddresses>,
 }
 
 impl Enroller {
@@ -155,6 +175,8 @@ impl Enroller {
             identities,
             first_pass: true,
             cookies: netns::Cookies::default(),
+            heartbeat: Arc::default(),
+            node_addresses: Arc::default(),
         }
     }
 
@@ -174,6 +196,7 @@ impl Enroller {
         if new_version {
             let reg = &mut self.registry;
             reg.remote_endpoints = config.endpoints.clone();
+            reg.peer_nodes = config.endpoints.values().filter_map(|e| e.node_ip).collect();
             reg.peer_authentications = PeerAuthentications::new(config.peer_authentications.iter().cloned());
             reg.services = ServiceIndex::build(&config.services, &reg.services);
             reg.config_version = version;
@@ -185,6 +208,8 @@ impl Enroller {
         if new_version || workloads_changed || self.registry.failed != failed {
             self.published.store(Arc::new(self.registry.clone()));
         }
+        self.node_addresses.refresh();
+        self.heartbeat.beat();
     }
 
     /// Tells the identity manager which identities this node's enrolled workloads need.
@@ -206,11 +231,8 @@ impl Enroller {
         let mut datapath = datapath.lock().unwrap_or_else(|p| p.into_inner());
         let mut failed = Vec::new();
         let mut resolved = Vec::new();
-        // One read of the routing table per pass, whatever the number of pods.
-        let routes = std::fs::read_to_string("/proc/self/net/route")
-            .map_err(|e| format!("reading the routing table: {e}"));
         for workload in &selection.enrolled {
-            match resolve(workload, &routes, &mut self.cookies) {
+            match resolve(workload, &mut self.cookies) {
                 Ok(dp) => resolved.push((workload, dp)),
                 Err(reason) => failed.push(Skipped {
                     pod: workload.key(),
@@ -296,38 +318,43 @@ impl Enroller {
     }
 }
 
-/// Finds what the kernel needs for a workload: its netns cookie and host-side veth (from
-/// `routes`, the text of the routing table).
-fn resolve(
-    workload: &Workload,
-    routes: &Result<String, String>,
-    cookies: &mut netns::Cookies,
-) -> Result<PodDatapath, String> {
-    let netns_cookie = cookies
-        .get(&workload.netns)
+/// Finds what the kernel needs for a workload: its netns cookie and host-side interface (the
+/// peer of the pod's interface holding its IP, whatever the CNI: veth, bridge port, ptp).
+fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatapath, String> {
+    let pod = cookies
+        .pod(&workload.netns, workload.ip)
         .map_err(|e| format!("network namespace {}: {e}", workload.netns.display()))?;
-    let host_iface =
-        routes::pick_interface(routes.as_ref().map_err(Clone::clone)?, workload.ip).ok_or_else(|| {
-            format!(
-                "no directly connected route to {} on this node: is the pod's veth up?",
-                workload.ip
-            )
-        })?;
-    let host_ifindex = ifindex(&host_iface).ok_or_else(|| format!("interface {host_iface} vanished"))?;
+    let host_ifindex = pod.host_ifindex.ok_or("no host-side interface")?;
+    let Some(host_iface) = ifname(host_ifindex) else {
+        // The veth was replaced in the same namespace: look again next pass.
+        cookies.forget(&workload.netns);
+        return Err(format!(
+            "the pod's host-side interface (ifindex {host_ifindex}) is gone from this node"
+        ));
+    };
     Ok(PodDatapath {
-        netns_cookie,
+        netns_cookie: pod.netns_cookie,
         ip: workload.ip,
         host_iface,
         host_ifindex,
     })
 }
 
-fn ifindex(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a NUL-terminated name; the call only reads it. It resolves in this thread's
-    // network namespace, unlike /sys, which shows the namespace it was mounted in.
-    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (index != 0).then_some(index)
+/// The name of interface `index` in the node's namespace.
+fn ifname(index: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer is IF_NAMESIZE long, as if_indextoname requires. It resolves in this
+    // thread's network namespace, unlike /sys, which shows the namespace it was mounted in.
+    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    Some(
+        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned(),
+    )
 }
 
 /// Re-exported for the admin view.

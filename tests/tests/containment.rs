@@ -1,0 +1,411 @@
+//! An enrolled pod talks to nothing except through its node proxy, and what worked before
+//! enrollment still works: the holes a real cluster exposes (issue "Close the holes"). Each
+//! test names the hole it closes and fails without the fix (noted per test).
+
+use std::{
+    net::{SocketAddr, SocketAddrV4, SocketAddrV6},
+    time::Duration,
+};
+
+use tests::{
+    eventually, field, ok_body,
+    raw::{self, Ipv6Ext},
+    servers,
+    topology::Topology,
+};
+
+/// One node, enrolled pods `shop/a` and `shop/b`, and `extra` flags for mesh-node.
+fn enrolled_pair(test: &str, extra: &[&str]) -> Topology {
+    let mut t = Topology::builder(test)
+        .node("n1")
+        .pod("n1", "shop/a")
+        .pod("n1", "shop/b")
+        .enrolled_namespace("shop")
+        .build()
+        .unwrap();
+    t.set_node_args("n1", extra);
+    t.start_all().unwrap();
+    t
+}
+
+fn curl_in(t: &Topology, pod: &str, args: &[&str]) -> std::process::Output {
+    let p = t.pod(pod);
+    p.netns
+        .command("curl", &p.cgroup)
+        .args(["-sS", "--max-time", "3"])
+        .args(args)
+        .output()
+        .expect("running curl")
+}
+
+/// The node's own services are not reachable through the proxy. `0.0.0.0` and `127/8` stay
+/// inside the pod (where they lead without the mesh: a server of the pod's own answers), and
+/// the node's address is refused by the proxy (`denied_node_local`). Without the fix the
+/// proxy dialled these from the node's namespace: `curl 0.0.0.0:15000` got the node's admin
+/// API, and the node-IP server saw a connection.
+#[test]
+fn a_pod_cannot_reach_the_nodes_own_services_through_the_proxy() {
+    let t = enrolled_pair("node_loopback", &[]);
+    let n1 = t.node("n1");
+    let own = servers::http(&t.pod("a").netns, 9000);
+    let on_node = servers::http(&n1.netns, 9100);
+
+    // The node's admin API on its loopback, by every spelling of "this host".
+    for url in [
+        "http://0.0.0.0:15000/ready",
+        "http://0.1.2.3:15000/ready",
+        "http://127.0.0.1:15000/ready",
+        "http://[::]:15000/ready",
+        "http://[::1]:15000/ready",
+        "http://[::ffff:0.0.0.0]:15000/ready",
+        "http://[::ffff:127.0.0.1]:15000/ready",
+    ] {
+        let out = curl_in(&t, "a", &[url]);
+        assert!(
+            !out.status.success(),
+            "{url} reached the node's admin API: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // The same addresses reach the pod's own server, as without the mesh.
+    for url in [
+        "http://0.0.0.0:9000/",
+        "http://[::ffff:0.0.0.0]:9000/",
+        "http://[::]:9000/",
+    ] {
+        ok_body(&curl_in(&t, "a", &[url]));
+    }
+    assert_eq!(own.len(), 3);
+
+    // The node's own address: captured, refused by the proxy, logged and counted.
+    let out = curl_in(&t, "a", &[&format!("http://{}:9100/", n1.addr)]);
+    assert!(
+        !out.status.success(),
+        "the node's address was dialled for the pod"
+    );
+    let log = n1.mesh().wait_access_log(1);
+    assert_eq!(field(&log[0], "result"), "denied_node_local", "{}", log[0]);
+    assert_eq!(field(&log[0], "src_workload"), "shop/a");
+    assert!(on_node.is_empty(), "the node's server saw {:?}", on_node.all());
+    assert_eq!(
+        n1.mesh().admin("/stats")["proxy"]["refused_node_local"].as_u64(),
+        Some(1)
+    );
+    assert_eq!(
+        log.len(),
+        1,
+        "only the node-address connect was captured: {log:#?}"
+    );
+}
+
+/// An IPv6 SYN whose TCP header sits behind extension headers is judged after walking them,
+/// and one behind a fragment header (which may hide it) is dropped as unparseable, in both
+/// directions. Without the fix the guards only read a TCP header right after the fixed
+/// header: these SYNs passed and b's TCP stack answered them.
+#[test]
+fn ipv6_syns_behind_extension_headers_are_dropped_both_ways() {
+    let t = enrolled_pair("ipv6_ext_headers", &[]);
+    t.enable_ipv6().unwrap();
+    let (a, b) = (t.pod("a"), t.pod("b"));
+    let n1 = t.node("n1");
+    let _server = servers::http(&b.netns, 8080);
+    let target = SocketAddrV6::new(b.addr6(), 8080, 0, 0);
+    let mesh = n1.mesh();
+    let in_segs = b.netns.settled_tcp_counter("InSegs");
+
+    // From the pod: the walk reaches TCP (a SYN, not to the proxy: dropped as such), or
+    // cannot (fragment: dropped as unparseable).
+    let cases = [
+        (Ipv6Ext::None, "guard_from_pod_drop"),
+        (Ipv6Ext::HopByHop, "guard_from_pod_drop"),
+        (Ipv6Ext::DestinationAndRouting, "guard_from_pod_drop"),
+        (Ipv6Ext::Fragment, "guard_unparseable_drop"),
+    ];
+    for (ext, counter) in cases {
+        let before = mesh.counter(counter);
+        let src = a.addr6();
+        a.netns
+            .run(move || raw::send_ipv6_syn(src, target, ext))
+            .expect("raw IPv6 SYN sent");
+        let counted = eventually(Duration::from_secs(2), || {
+            (mesh.counter(counter) > before).then_some(())
+        });
+        assert!(
+            counted.is_some(),
+            "{ext:?} from the pod was not dropped as {counter}"
+        );
+    }
+
+    // Towards the pod, from the node (no proxy mark): the same.
+    for (ext, counter) in [
+        (Ipv6Ext::HopByHop, "guard_to_pod_drop"),
+        (Ipv6Ext::Fragment, "guard_unparseable_drop"),
+    ] {
+        let before = mesh.counter(counter);
+        let src = std::net::Ipv6Addr::new(0xfd00, 1, b.index.into(), 0, 0, 0, 0, 1);
+        n1.netns
+            .run(move || raw::send_ipv6_syn(src, target, ext))
+            .expect("raw IPv6 SYN sent");
+        let counted = eventually(Duration::from_secs(2), || {
+            (mesh.counter(counter) > before).then_some(())
+        });
+        assert!(
+            counted.is_some(),
+            "{ext:?} towards the pod was not dropped as {counter}"
+        );
+    }
+    assert_eq!(
+        b.netns.tcp_counter("InSegs"),
+        in_segs,
+        "a SYN reached b's TCP stack"
+    );
+}
+
+/// `AF_INET6` sockets (Java's and .NET's default) dialling an IPv4-mapped address are
+/// captured like IPv4 connects; native IPv6 destinations, which the proxy does not carry
+/// yet, are refused at connect time instead of timing out. Without connect6 the mapped
+/// connect went around the proxy and its SYN was dropped by the guard: a timeout.
+#[test]
+fn dual_stack_sockets_are_captured_and_native_ipv6_is_refused_at_once() {
+    let t = enrolled_pair("dual_stack", &[]);
+    t.enable_ipv6().unwrap();
+    let (a, b) = (t.pod("a"), t.pod("b"));
+    let n1 = t.node("n1");
+    let peers = servers::http(&b.netns, 8080);
+
+    let body = ok_body(&curl_in(&t, "a", &[&format!("http://[::ffff:{}]:8080/", b.addr)]));
+    let peer = peers.all()[0];
+    assert_ne!(peer.ip(), a.addr, "the mapped connect bypassed the proxy");
+    assert_eq!(body, format!("peer={peer}\n"));
+    let log = n1.mesh().wait_access_log(1);
+    assert_eq!(field(&log[0], "listener"), "outbound");
+    assert_eq!(field(&log[0], "src_workload"), "shop/a");
+    assert_eq!(field(&log[0], "dst_workload"), "shop/b");
+    assert_eq!(field(&log[0], "orig_dst"), format!("{}:8080", b.addr));
+
+    // Native IPv6: refused by connect6 (curl: "Couldn't connect", exit 7), not a timeout
+    // (exit 28), and counted.
+    let out = curl_in(&t, "a", &[&format!("http://[{}]:8080/", b.addr6())]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "expected an immediate refusal: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(n1.mesh().counter("connect6_refused") >= 1);
+    assert_eq!(peers.len(), 1, "the IPv6 connect reached b");
+}
+
+/// Non-TCP traffic is not captured (STRICT covers TCP, as in Istio): it is counted per pod,
+/// and `--drop-non-tcp` drops it except DNS with `--cluster-dns`. Without the counters
+/// nothing said UDP went around the proxy.
+#[test]
+fn non_tcp_is_counted_per_pod_and_dropped_on_request() {
+    let mut t = enrolled_pair("non_tcp", &[]);
+    let n1_addr = t.node("n1").addr;
+    let b_addr = t.pod("b").addr;
+    // Bound to the address clients use, so answers come from it (as a resolver behind its
+    // Service address does, once kube-proxy reverses the DNAT).
+    let udp_echo = |ns: &tests::netns::Netns, addr: SocketAddr| {
+        ns.run(move || {
+            let s = std::net::UdpSocket::bind(addr).expect("udp bind");
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 512];
+                while let Ok((n, from)) = s.recv_from(&mut buf) {
+                    let _ = s.send_to(&buf[..n], from);
+                }
+            });
+        })
+    };
+    let b_udp = SocketAddr::from((b_addr, 5300));
+    let dns = SocketAddr::from((n1_addr, 53));
+    udp_echo(&t.pod("b").netns, b_udp);
+    udp_echo(&t.node("n1").netns, dns);
+    // One datagram from a, and whether its echo came back.
+    let exchange = |t: &Topology, to: SocketAddr| -> bool {
+        t.pod("a").netns.run(move || {
+            let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+            s.send_to(b"ping", to).unwrap();
+            s.recv_from(&mut [0u8; 16]).is_ok()
+        })
+    };
+
+    assert!(
+        exchange(&t, b_udp),
+        "UDP a -> b does not work without --drop-non-tcp"
+    );
+    let dp = t.node("n1").mesh().admin("/datapath");
+    let (a_counts, b_counts) = (&dp["non_tcp"]["shop/a"], &dp["non_tcp"]["shop/b"]);
+    for (counts, field) in [
+        (a_counts, "udp_from_pod"),
+        (a_counts, "udp_to_pod"),
+        (b_counts, "udp_to_pod"),
+        (b_counts, "udp_from_pod"),
+    ] {
+        assert_eq!(counts[field], 1, "one datagram each way: {}", dp["non_tcp"]);
+    }
+    assert_eq!(a_counts["dropped_from_pod"], 0, "{dp}");
+
+    t.set_node_args("n1", &["--drop-non-tcp", "--cluster-dns", &n1_addr.to_string()]);
+    t.node_mut("n1").mesh_mut().kill();
+    t.start("n1").unwrap();
+    assert!(!exchange(&t, b_udp), "UDP a -> b passed under --drop-non-tcp");
+    assert!(
+        exchange(&t, dns),
+        "DNS to the cluster resolver was dropped: {}",
+        t.node("n1").mesh().admin("/datapath")["non_tcp"]
+    );
+    let ping = t
+        .pod("a")
+        .netns
+        .command("ping", &t.pod("a").cgroup)
+        .args(["-c", "1", "-W", "1", &b_addr.to_string()])
+        .output()
+        .expect("ping");
+    assert!(!ping.status.success(), "ICMP echo passed under --drop-non-tcp");
+    let mesh = t.node("n1").mesh();
+    let dp = mesh.admin("/datapath");
+    assert!(
+        dp["non_tcp"]["shop/a"]["dropped_from_pod"].as_u64() >= Some(2),
+        "{dp}"
+    );
+    assert!(mesh.counter("guard_non_tcp_drop") >= 2);
+    // TCP is untouched by the setting.
+    let _http = servers::http(&t.pod("b").netns, 8080);
+    ok_body(&t.pod("a").curl(&format!("http://{b_addr}:8080/")));
+}
+
+/// With a bridge CNI the route to a pod names the bridge; the guards must still sit on the
+/// pod's own veth (found as the peer of the pod's interface). Without the fix they were
+/// attached to the bridge, where the to-pod guard never runs for a pod-to-pod frame on the
+/// same bridge: a raw SYN from b reached a.
+#[test]
+fn guards_land_on_the_pods_veth_with_a_bridge_cni() {
+    let mut t = Topology::builder("bridge_cni")
+        .bridge_cni()
+        .node("n1")
+        .pod("n1", "shop/a")
+        .pod("n1", "shop/b")
+        .pod("n1", "legacy/c")
+        .enrolled_namespace("shop")
+        .build()
+        .unwrap();
+    t.start_all().unwrap();
+    let (a, b, c) = (t.pod("a"), t.pod("b"), t.pod("c"));
+    let n1 = t.node("n1");
+    let workloads = n1.mesh().admin("/workloads");
+    for pod in [a, b] {
+        assert_eq!(
+            workloads["workloads"][format!("shop/{}", pod.name)]["datapath"]["host_iface"],
+            pod.host_if.as_str(),
+            "{workloads}"
+        );
+    }
+
+    // Mesh traffic works across the bridge.
+    let peers = servers::http(&b.netns, 8080);
+    ok_body(&a.curl(&format!("http://{}:8080/", b.addr)));
+    assert_ne!(peers.all()[0].ip(), a.addr, "a reached b around the proxy");
+
+    // A non-mesh pod on the same bridge lands on the inbound listener; a raw SYN from it is
+    // dropped by b's to-pod guard; a raw SYN from a by a's from-pod guard.
+    ok_body(&c.curl(&format!("http://{}:8080/", b.addr)));
+    let in_segs = b.netns.settled_tcp_counter("InSegs");
+    let target = SocketAddrV4::new(b.addr, 8080);
+    let (a_addr, c_addr) = (a.addr, c.addr);
+    c.netns.run(move || raw::send_syn(c_addr, target, None)).unwrap();
+    a.netns.run(move || raw::send_syn(a_addr, target, None)).unwrap();
+    let mesh = n1.mesh();
+    let dropped = eventually(Duration::from_secs(2), || {
+        (mesh.counter("guard_to_pod_drop") >= 1 && mesh.counter("guard_from_pod_drop") >= 1).then_some(())
+    });
+    assert!(dropped.is_some(), "the guards did not drop the raw SYNs");
+    assert_eq!(b.netns.tcp_counter("InSegs"), in_segs, "a raw SYN reached b");
+    assert_eq!(peers.len(), 2);
+}
+
+/// `/ready` goes false when enrollment stops finishing passes, and true again when they
+/// resume. The stall: a pod whose netns path is a FIFO, whose open() blocks until a writer
+/// comes. Without the heartbeat `/ready` stayed 200 while no new pod was captured.
+#[test]
+fn ready_goes_false_while_enrollment_is_stalled() {
+    let t = enrolled_pair("ready_stall", &[]);
+    let mesh = t.node("n1").mesh();
+    let ready = || mesh.admin_raw("/ready").expect("admin endpoint reachable");
+    assert_eq!(ready().0, 200);
+    let fifo = t.dir.join("stall.fifo");
+    let path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+    t.set_yaml(
+        "stall.yaml",
+        Some(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: stall, namespace: shop, annotations: {{trellis.dev/netns: {}}}}}\nspec: {{nodeName: n1, serviceAccountName: stall}}\nstatus: {{podIP: 10.1.99.2}}\n",
+            fifo.display()
+        )),
+    )
+    .unwrap();
+    let stalled = eventually(Duration::from_secs(15), || {
+        let (status, text) = ready();
+        (status == 503 && text.contains("has not finished a pass")).then_some(())
+    });
+    assert!(stalled.is_some(), "/ready stayed {:?}", ready());
+
+    // A writer unblocks the open (the FIFO is then refused as not a network namespace).
+    let writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    let back = eventually(Duration::from_secs(10), || (ready().0 == 200).then_some(()));
+    drop(writer);
+    assert!(back.is_some(), "/ready did not recover: {:?}", ready());
+}
+
+/// One pod cannot take every connection the proxy can hold: over
+/// `--max-connections-per-pod` its connects are reset (`pod_connection_limit`, counted)
+/// while another pod still gets through. Without the bound the sixth connection was held.
+#[test]
+fn one_pod_cannot_exhaust_the_proxy() {
+    use std::io::{BufRead as _, BufReader};
+    let t = enrolled_pair("pod_connection_limit", &["--max-connections-per-pod", "5"]);
+    let (a, b) = (t.pod("a"), t.pod("b"));
+    servers::echo(&b.netns, 7000);
+    let _http_a = servers::http(&a.netns, 8080);
+    let _http_b = servers::http(&b.netns, 8080);
+    let mut held = a
+        .netns
+        .command(env!("CARGO_BIN_EXE_probe"), &a.cgroup)
+        .args(["hold", "5", &format!("{}:7000", b.addr)])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(held.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held 5\n");
+
+    // The sixth from a is refused; b, another pod, is not affected.
+    let out = a.curl(&format!("http://{}:7000/", b.addr));
+    assert!(!out.status.success(), "a sixth connection from a was relayed");
+    ok_body(&b.curl(&format!("http://{}:8080/", a.addr)));
+    let mesh = t.node("n1").mesh();
+    assert_eq!(mesh.admin("/stats")["proxy"]["refused_pod_limit"], 1);
+    // The held connections log when they end; the refused one and b's now.
+    let log = mesh.wait_access_log(2);
+    assert!(
+        log.iter()
+            .any(|e| field(e, "result") == "pod_connection_limit" && field(e, "src_workload") == "shop/a"),
+        "{log:#?}"
+    );
+
+    // Its connections closed, a gets its slots back.
+    drop(held.stdin.take());
+    let _ = held.wait();
+    let freed = eventually(Duration::from_secs(5), || {
+        a.curl(&format!("http://{}:8080/", b.addr))
+            .status
+            .success()
+            .then_some(())
+    });
+    assert!(freed.is_some(), "a got no slot back: {:#?}", mesh.access_log());
+}
