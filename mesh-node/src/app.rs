@@ -24,7 +24,7 @@ use crate::{
     admin::{self, AdminState},
     config::{Config, TunnelSecurity},
     control::{ControlClient, ControlStatus},
-    datapath::{self, cgroup, netns, Datapath, Settings},
+    datapath::{self, cgroup, netns, tproxy, Datapath, Settings},
     identity::{CaSettings, IdentityManager},
     proxy::{limits::Limits, tunnel::TunnelClient, Listener, MeshSecurity, Proxy},
     workloads::{
@@ -37,6 +37,8 @@ use crate::{
 pub enum Error {
     #[error(transparent)]
     Datapath(#[from] datapath::Error),
+    #[error("diverting non-mesh clients from the network to the inbound listener: {0}")]
+    Divert(tproxy::Error),
     #[error("binding {what} on {addr}: {source} (is another mesh-node running on this node?)")]
     Bind {
         what: &'static str,
@@ -88,12 +90,14 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let orig_dst = Arc::new(orig_dst);
     let registry = Arc::new(ArcSwap::from_pointee(Registry::default()));
 
-    let bind = |what, port| async move {
+    let bind = |what, port, transparent| async move {
         let addr = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-        listen(addr).map_err(|source| Error::Bind { what, addr, source })
+        listen(addr, transparent).map_err(|source| Error::Bind { what, addr, source })
     };
-    let outbound = bind("outbound listener", config.outbound_port).await?;
-    let inbound = bind("inbound listener", config.inbound_port).await?;
+    let outbound = bind("outbound listener", config.outbound_port, false).await?;
+    // Transparent: it also takes the connections diverted from the network (datapath::tproxy).
+    let inbound = bind("inbound listener", config.inbound_port, true).await?;
+    tproxy::install(config.inbound_port, &Default::default()).map_err(Error::Divert)?;
     let admin_listener = TcpListener::bind(config.admin_addr)
         .await
         .map_err(|source| Error::Bind {
@@ -163,7 +167,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
     let mut serving = Vec::from(serving);
     if let Some(ids) = &identities {
         mesh_api::crypto::install_default();
-        let tunnel = bind("tunnel listener", config.tunnel_port).await?;
+        let tunnel = bind("tunnel listener", config.tunnel_port, false).await?;
         if config.tunnel_security == TunnelSecurity::Plaintext {
             tracing::warn!(
                 "--tunnel-security plaintext: node-to-node tunnels carry no TLS and no identity; \
@@ -241,9 +245,12 @@ pub async fn run(config: Config) -> Result<(), Error> {
 /// dropped SYNs are retried only after a second. `net.core.somaxconn` caps it.
 const LISTEN_BACKLOG: u32 = 4096;
 
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn listen(addr: SocketAddr, transparent: bool) -> std::io::Result<TcpListener> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
+    if transparent {
+        crate::proxy::set_transparent(&socket)?;
+    }
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }

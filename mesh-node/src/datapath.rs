@@ -8,6 +8,7 @@
 pub mod cgroup;
 pub mod netns;
 mod sys;
+pub mod tproxy;
 pub mod veth;
 
 use std::{

@@ -41,7 +41,13 @@ fn main() -> anyhow::Result<()> {
         Command::Uninstall { bpffs_dir } => {
             init_logging(LogFormat::Text);
             let removed = datapath::uninstall(&bpffs_dir)?;
-            println!("removed {} pins under {}", removed.len(), bpffs_dir.display());
+            datapath::tproxy::uninstall();
+            println!(
+                "removed {} pins under {} and the nftables table {}",
+                removed.len(),
+                bpffs_dir.display(),
+                datapath::tproxy::TABLE
+            );
         }
     }
     Ok(())

@@ -276,7 +276,10 @@ impl Proxy {
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         let local = client.local_addr().ok();
         let orig = match (peer, local) {
-            (SocketAddr::V4(peer), Some(SocketAddr::V4(local))) => self.orig_dst.take(&tuple(peer, local)),
+            (SocketAddr::V4(peer), Some(SocketAddr::V4(local))) => self
+                .orig_dst
+                .take(&tuple(peer, local))
+                .or_else(|| self.diverted(kind, local)),
             _ => None,
         };
         let mut log = AccessLog {
@@ -294,7 +297,10 @@ impl Proxy {
             self.describe_dst(&reg, Ipv4Addr::from(u32::from_be(o.dst_ip)), &mut log);
         }
         // Held until the connection ends: its slot among the source pod's connections.
-        let slot = orig.map(|o| self.limits.pod_slot(o.src_netns_cookie));
+        // Clients from the network are not a pod of this node.
+        let slot = orig
+            .filter(|o| o.src_netns_cookie != FROM_NETWORK)
+            .map(|o| self.limits.pod_slot(o.src_netns_cookie));
         let result = match orig {
             None => ConnResult::NoOriginalDestination,
             Some(o) if o.direction != kind.expected_direction() => ConnResult::WrongListener,
@@ -352,6 +358,20 @@ impl Proxy {
             outcome.bytes_down,
             started,
         );
+    }
+
+    /// A connection from the network that the divert rule handed to 15006 (see
+    /// `datapath::tproxy`): its local address is the enrolled pod it was sent to. Only the
+    /// tproxy rule can give a 15006 socket a local address other than the listener's own.
+    fn diverted(&self, kind: Listener, local: SocketAddrV4) -> Option<OrigDst> {
+        let own = *local.ip() == self.node_ip && self.ports.contains(&local.port());
+        (kind == Listener::Inbound && !own).then(|| OrigDst {
+            src_netns_cookie: FROM_NETWORK,
+            dst_ip: u32::from(*local.ip()).to_be(),
+            dst_port: local.port().to_be(),
+            direction: DIRECTION_INBOUND,
+            _pad: 0,
+        })
     }
 
     /// Names the destination workload (local or remote) in the access log.
@@ -429,7 +449,8 @@ impl Proxy {
     ) -> Result<Upstream, ConnResult> {
         let dst = target.addr;
         if kind == Listener::Inbound {
-            self.admit_plaintext(reg, Some(orig.src_netns_cookie), dst, log)?;
+            let caller = (orig.src_netns_cookie != FROM_NETWORK).then_some(orig.src_netns_cookie);
+            self.admit_plaintext(reg, caller, dst, log)?;
         }
         let remote = {
             let src = reg
@@ -454,7 +475,7 @@ impl Proxy {
     }
 
     /// PeerAuthentication for a plaintext caller of a local workload: a node-local caller (the
-    /// kernel tells its netns) or a plaintext tunnel (no netns known).
+    /// kernel tells its netns), a client from the network or a plaintext tunnel (no netns).
     fn admit_plaintext(
         &self,
         reg: &Registry,
@@ -508,6 +529,10 @@ impl Proxy {
     }
 }
 
+/// The caller "netns cookie" of a connection diverted from the network: no namespace of this
+/// node (the kernel never hands out cookie 0).
+pub const FROM_NETWORK: u64 = 0;
+
 /// The `ORIG_DST` key for an accepted connection: the client's address and the listener
 /// address it reached, all in network byte order as sockops wrote them.
 pub fn tuple(peer: SocketAddrV4, local: SocketAddrV4) -> SockTuple {
@@ -524,13 +549,28 @@ fn orig_socket_addr(o: &OrigDst) -> SocketAddrV4 {
 }
 
 pub(crate) fn set_mark(socket: &TcpSocket, mark: u32) -> std::io::Result<()> {
-    // SAFETY: setsockopt on a live socket with a u32 value.
+    set_u32_option(socket, libc::SOL_SOCKET, libc::SO_MARK, mark)
+}
+
+/// `IP_TRANSPARENT`: the socket may accept connections addressed to other hosts (the
+/// diverted ones, see `datapath::tproxy`); needs CAP_NET_ADMIN.
+pub(crate) fn set_transparent(socket: &TcpSocket) -> std::io::Result<()> {
+    set_u32_option(socket, libc::SOL_IP, libc::IP_TRANSPARENT, 1)
+}
+
+fn set_u32_option(
+    socket: &TcpSocket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: u32,
+) -> std::io::Result<()> {
+    // SAFETY: setsockopt on a live socket with a u32 value and its size.
     let ret = unsafe {
         libc::setsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_MARK,
-            (&mark as *const u32).cast(),
+            level,
+            name,
+            (&value as *const u32).cast(),
             std::mem::size_of::<u32>() as libc::socklen_t,
         )
     };

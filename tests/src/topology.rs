@@ -500,6 +500,31 @@ impl Topology {
         Ok(())
     }
 
+    /// What kube-proxy (nftables mode) does for a Service: on every node, connections to
+    /// `vip` (from pods, forwarded, or from the node itself) are DNATed to `backend`.
+    pub fn kube_proxy_service(
+        &self,
+        vip: std::net::SocketAddrV4,
+        backend: std::net::SocketAddrV4,
+    ) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            kube_proxy_dnat(&node.netns, *vip.ip(), vip.port(), backend)?;
+        }
+        Ok(())
+    }
+
+    /// What kube-proxy does for a NodePort whose endpoint runs on `node`: connections to the
+    /// node's address and `port` are DNATed to `backend`.
+    pub fn kube_proxy_node_port(
+        &self,
+        node: &str,
+        port: u16,
+        backend: std::net::SocketAddrV4,
+    ) -> anyhow::Result<()> {
+        let n = self.node(node);
+        kube_proxy_dnat(&n.netns, n.addr, port, backend)
+    }
+
     /// Writes (or, with `None`, removes) an extra YAML file in the config directory,
     /// atomically.
     pub fn set_yaml(&self, name: &str, yaml: Option<&str>) -> anyhow::Result<()> {
@@ -585,6 +610,40 @@ impl Drop for Topology {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// One DNAT rule in a `kube-proxy` table of `ns` (prerouting for forwarded and incoming
+/// traffic, output for the node's own processes), as kube-proxy's nftables mode installs.
+fn kube_proxy_dnat(
+    ns: &Netns,
+    ip: Ipv4Addr,
+    port: u16,
+    backend: std::net::SocketAddrV4,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let script = format!(
+        "table ip kube-proxy {{
+  chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
+  chain output {{ type nat hook output priority -100; policy accept; }}
+}}
+add rule ip kube-proxy prerouting ip daddr {ip} tcp dport {port} dnat to {backend}
+add rule ip kube-proxy output ip daddr {ip} tcp dport {port} dnat to {backend}
+"
+    );
+    let mut child = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("running nft (cargo xtask setup installs nftables)")?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
+    if !child.wait()?.success() {
+        bail!("nft refused the kube-proxy rules for {ip}:{port} in {}", ns.name);
+    }
+    Ok(())
 }
 
 /// Removes a cgroup directory tree bottom-up (cgroupfs only allows rmdir of empty groups).

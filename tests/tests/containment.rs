@@ -409,3 +409,130 @@ fn one_pod_cannot_exhaust_the_proxy() {
     });
     assert!(freed.is_some(), "a got no slot back: {:#?}", mesh.access_log());
 }
+
+/// Waits until `node` applied a config version after `before`.
+fn wait_for_new_config(t: &Topology, node: &str, before: u64) {
+    let applied = eventually(Duration::from_secs(5), || {
+        let v = t.node(node).mesh().admin("/workloads")["config_version"]
+            .as_u64()
+            .unwrap_or(0);
+        (v > before).then_some(())
+    });
+    assert!(
+        applied.is_some(),
+        "{node} applied no config after version {before}"
+    );
+}
+
+/// Non-mesh clients that arrive from the network — a pod on another node dialling the pod
+/// directly or through a Service cluster IP (DNATed by kube-proxy on its node), a client
+/// outside the cluster through a NodePort (DNATed on the pod's node), another node's host —
+/// reach an enrolled pod through the destination node's inbound listener with their real
+/// address under PERMISSIVE, and are refused with a reset (not a timeout) under STRICT.
+/// Without the divert rule the to-pod guard dropped them all, whatever the policy.
+#[test]
+fn non_mesh_clients_from_the_network_go_through_the_destination_proxy() {
+    let mut t = Topology::builder("from_the_network")
+        .node("n1")
+        .node("n2")
+        .pod("n1", "legacy/c")
+        .pod("n2", "shop/e")
+        .enrolled_namespace("shop")
+        .build()
+        .unwrap();
+    t.start_all().unwrap();
+    let (c, e) = (t.pod("c"), t.pod("e"));
+    let (n1, n2) = (t.node("n1"), t.node("n2"));
+    let backend = SocketAddrV4::new(e.addr, 8080);
+    t.kube_proxy_service("10.96.0.20:80".parse().unwrap(), backend)
+        .unwrap();
+    t.kube_proxy_node_port("n2", 30080, backend).unwrap();
+    let peers = servers::http(&e.netns, 8080);
+    let outside = |url: &str| {
+        t.fabric()
+            .command("curl", &t.cgroup.join("controller"))
+            .args(["-sS", "--max-time", "3", url])
+            .output()
+            .expect("curl")
+    };
+    let node_host = |url: &str| {
+        n1.netns
+            .command("curl", &n1.host_cgroup())
+            .args(["-sS", "--max-time", "3", url])
+            .output()
+            .expect("curl")
+    };
+    let direct = format!("http://{}:8080/", e.addr);
+    let node_port = format!("http://{}:30080/", n2.addr);
+
+    let cases: [(&str, std::process::Output, String); 4] = [
+        ("a pod on another node", c.curl(&direct), c.addr.to_string()),
+        (
+            "a Service cluster IP",
+            c.curl("http://10.96.0.20/"),
+            c.addr.to_string(),
+        ),
+        (
+            "a NodePort from outside",
+            outside(&node_port),
+            "198.18.0.254".into(),
+        ),
+        ("another node's host", node_host(&direct), n1.addr.to_string()),
+    ];
+    let log = n2.mesh().wait_access_log(cases.len());
+    for (i, (what, out, client)) in cases.iter().enumerate() {
+        ok_body(out);
+        let line = &log[i];
+        assert_eq!(field(line, "listener"), "inbound", "{what}: {line}");
+        assert!(
+            field(line, "src_addr").starts_with(&format!("{client}:")),
+            "{what}: {line}"
+        );
+        assert_eq!(field(line, "orig_dst"), backend.to_string(), "{what}: {line}");
+        assert_eq!(field(line, "dst_workload"), "shop/e", "{what}: {line}");
+        assert_eq!(field(line, "result"), "ok", "{what}: {line}");
+        assert!(field(line, "authn").starts_with("PERMISSIVE"), "{what}: {line}");
+    }
+    assert!(
+        peers.all().iter().all(|p| p.ip() != c.addr),
+        "c reached e around n2's proxy: {:?}",
+        peers.all()
+    );
+    assert_eq!(
+        n1.mesh().counter("redirect_inbound"),
+        0,
+        "n1 captured a connect to n2's pod"
+    );
+
+    // STRICT: refused with a reset, logged.
+    let before = n2.mesh().admin("/workloads")["config_version"].as_u64().unwrap();
+    t.set_yaml(
+        "strict.yaml",
+        Some(
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\n\
+             metadata: {name: default, namespace: shop}\nspec: {mtls: {mode: STRICT}}\n",
+        ),
+    )
+    .unwrap();
+    wait_for_new_config(&t, "n2", before);
+    let served = peers.len();
+    for (what, out) in [
+        ("a pod on another node", c.curl(&direct)),
+        ("a NodePort from outside", outside(&node_port)),
+    ] {
+        assert!(!out.status.success(), "{what}: STRICT let plaintext through");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // The reset lands right after the handshake: curl says it could not connect (7), or
+        // that the connection was reset while it waited for the answer (56); 28 is a timeout.
+        assert!(
+            matches!(out.status.code(), Some(7 | 56)),
+            "{what}: not a refusal by reset ({:?}): {stderr}",
+            out.status.code()
+        );
+    }
+    let log = n2.mesh().wait_access_log(cases.len() + 2);
+    for line in &log[cases.len()..] {
+        assert_eq!(field(line, "result"), "denied_plaintext", "{line}");
+    }
+    assert_eq!(peers.len(), served, "a refused client reached e");
+}

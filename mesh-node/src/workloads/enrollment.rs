@@ -13,7 +13,7 @@
 //! cannot use the tunnel; it fails closed.)
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::Ipv4Addr,
     path::Path,
     sync::{Arc, Mutex},
@@ -156,6 +156,8 @@ pub struct Enroller {
     pub heartbeat: Arc<Heartbeat>,
     /// The node's own addresses, refreshed every pass, which the proxy never dials for a pod.
     pub node_addresses: Arc<NodeAddresses>,
+    /// The pod addresses the divert rule holds now (`None`: unknown, write them).
+    diverted: Option<BTreeSet<Ipv4Addr>>,
 }
 
 impl Enroller {
@@ -177,6 +179,7 @@ impl Enroller {
             cookies: netns::Cookies::default(),
             heartbeat: Arc::default(),
             node_addresses: Arc::default(),
+            diverted: None,
         }
     }
 
@@ -208,8 +211,21 @@ impl Enroller {
         if new_version || workloads_changed || self.registry.failed != failed {
             self.published.store(Arc::new(self.registry.clone()));
         }
+        self.divert_enrolled_pods();
         self.node_addresses.refresh();
         self.heartbeat.beat();
+    }
+
+    /// Keeps the divert rule's set (`datapath::tproxy`) equal to the enrolled pod addresses.
+    fn divert_enrolled_pods(&mut self) {
+        let now: BTreeSet<Ipv4Addr> = self.registry.workloads.values().map(|e| e.workload.ip).collect();
+        if self.diverted.as_ref() == Some(&now) {
+            return;
+        }
+        match datapath::tproxy::set_pods(&now) {
+            Ok(()) => self.diverted = Some(now),
+            Err(e) => tracing::warn!(error = %e, "updating the divert set; will retry"),
+        }
     }
 
     /// Tells the identity manager which identities this node's enrolled workloads need.

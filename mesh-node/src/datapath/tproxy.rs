@@ -1,0 +1,185 @@
+//! Non-mesh TCP that reaches an enrolled pod from the network — clients on other nodes,
+//! NodePort and load-balancer traffic, and Service cluster IPs DNATed by kube-proxy — is
+//! delivered to the inbound listener (15006) instead of the pod, so PeerAuthentication (and
+//! later AuthorizationPolicy) decide for it as for node-local callers, with the real client
+//! address. Node-local callers never pass here: connect4 captures them before a packet exists.
+//!
+//! How: an nftables chain on the prerouting hook *after* kube-proxy's DNAT (priority
+//! `dstnat + 1`, so a NodePort or cluster IP has become the pod's address already) marks a
+//! new connection to an enrolled pod IP and hands it to the transparent 15006 socket
+//! (`tproxy`); a policy route sends marked packets to local delivery. The accepted socket's
+//! local address is the pod's address and port: the original destination. The same skb
+//! keeps its conntrack entry, so kube-proxy's reverse NAT still applies to the answers.
+//! Connections opened before the pod was enrolled are left alone (only SYNs are matched; the
+//! rest of a diverted connection follows its socket). With the agent gone, the rule finds
+//! no listener and the SYN is dropped: fail closed.
+//!
+//! Ruleset changes are whole nftables transactions (`nft -f -`): the set of enrolled pod
+//! addresses is replaced at once, never half-updated.
+
+use std::{
+    collections::BTreeSet,
+    io::Write as _,
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+};
+
+/// The nftables table Trellis owns.
+pub const TABLE: &str = "trellis";
+/// Packet mark of diverted connections, and the routing table that delivers them locally.
+/// Distinct from the proxy mark, which the pod guards admit.
+pub const DIVERT_MARK: u32 = 0x53a;
+const ROUTE_TABLE: &str = "133";
+const RULE_PRIORITY: &str = "133";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("running {command}: {source} (is nftables/iproute2 installed? cargo xtask setup installs them)")]
+    Spawn { command: String, source: std::io::Error },
+    #[error("{command} failed: {stderr}")]
+    Failed { command: String, stderr: String },
+}
+
+/// Installs (or replaces) the table and the policy route, with `pods` as the enrolled set.
+pub fn install(inbound_port: u16, pods: &BTreeSet<Ipv4Addr>) -> Result<(), Error> {
+    nft(&ruleset(inbound_port, pods))?;
+    // `ip rule add` is not idempotent: remove any previous copy first.
+    let mark = format!("{DIVERT_MARK:#x}");
+    while ip(&["rule", "del", "fwmark", &mark, "lookup", ROUTE_TABLE]).is_ok() {}
+    ip(&[
+        "rule",
+        "add",
+        "fwmark",
+        &mark,
+        "lookup",
+        ROUTE_TABLE,
+        "priority",
+        RULE_PRIORITY,
+    ])?;
+    ip(&[
+        "route",
+        "replace",
+        "local",
+        "0.0.0.0/0",
+        "dev",
+        "lo",
+        "table",
+        ROUTE_TABLE,
+    ])
+}
+
+/// Replaces the enrolled set in one transaction.
+pub fn set_pods(pods: &BTreeSet<Ipv4Addr>) -> Result<(), Error> {
+    nft(&format!(
+        "flush set ip {TABLE} enrolled_pods\n{}",
+        add_elements(pods)
+    ))
+}
+
+/// Removes the table and the policy route (`mesh-node uninstall`).
+pub fn uninstall() {
+    let _ = nft(&format!("delete table ip {TABLE}\n"));
+    let mark = format!("{DIVERT_MARK:#x}");
+    while ip(&["rule", "del", "fwmark", &mark, "lookup", ROUTE_TABLE]).is_ok() {}
+    let _ = ip(&["route", "flush", "table", ROUTE_TABLE]);
+}
+
+/// The whole table: declared, emptied and filled in one transaction, so a re-install
+/// replaces what a previous agent left.
+fn ruleset(inbound_port: u16, pods: &BTreeSet<Ipv4Addr>) -> String {
+    format!(
+        "table ip {TABLE} {{}}
+delete table ip {TABLE}
+table ip {TABLE} {{
+  set enrolled_pods {{ type ipv4_addr; }}
+  chain divert {{
+    type filter hook prerouting priority dstnat + 1; policy accept;
+    meta l4proto tcp socket transparent 1 meta mark set {DIVERT_MARK:#x} accept
+    ip daddr @enrolled_pods tcp flags & (syn | ack) == syn meta mark set {DIVERT_MARK:#x} tproxy to :{inbound_port} accept
+  }}
+}}
+{}",
+        add_elements(pods)
+    )
+}
+
+fn add_elements(pods: &BTreeSet<Ipv4Addr>) -> String {
+    if pods.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = pods.iter().map(Ipv4Addr::to_string).collect();
+    format!("add element ip {TABLE} enrolled_pods {{ {} }}\n", list.join(", "))
+}
+
+fn nft(script: &str) -> Result<(), Error> {
+    let command = "nft -f -".to_string();
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|source| Error::Spawn {
+                command: command.clone(),
+                source,
+            })?;
+    }
+    let out = child.wait_with_output().map_err(|source| Error::Spawn {
+        command: command.clone(),
+        source,
+    })?;
+    if !out.status.success() {
+        return Err(Error::Failed {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<(), Error> {
+    let command = format!("ip {}", args.join(" "));
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|source| Error::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(Error::Failed {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ruleset_replaces_the_table_and_lists_the_pods() {
+        let pods: BTreeSet<Ipv4Addr> = ["10.1.1.2".parse().unwrap(), "10.1.2.2".parse().unwrap()].into();
+        let r = ruleset(15006, &pods);
+        assert!(
+            r.starts_with("table ip trellis {}\ndelete table ip trellis\n"),
+            "{r}"
+        );
+        assert!(r.contains("priority dstnat + 1"), "after kube-proxy's DNAT: {r}");
+        assert!(r.contains("tproxy to :15006"), "{r}");
+        assert!(
+            r.ends_with("add element ip trellis enrolled_pods { 10.1.1.2, 10.1.2.2 }\n"),
+            "{r}"
+        );
+        assert!(!ruleset(15006, &BTreeSet::new()).contains("add element"));
+    }
+}
