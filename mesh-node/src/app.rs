@@ -131,6 +131,7 @@ pub async fn run(config: Config) -> Result<(), Error> {
         node_addresses.clone(),
         Limits::new(config.max_connections_per_pod, config.max_tls_handshakes as usize),
     );
+    proxy.preserve_source = config.preserve_source_address;
     if let Some(ids) = &identities {
         proxy.mesh = Some(MeshSecurity {
             identities: ids.clone(),

@@ -129,6 +129,13 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_STRICT_EXEMPT_NODE", default_value_t = true, action = clap::ArgAction::Set)]
     pub strict_exempt_node: bool,
 
+    /// Dial destinations from the client's own address (transparent sockets), so servers,
+    /// NetworkPolicy and address allow-lists see the client pod, not the node; across nodes
+    /// the destination node dials from the address the tunnel names (`Forwarded: for=`) when
+    /// it belongs to the identity the caller proved. `=false`: from the node's address.
+    #[arg(long, env = "TRELLIS_PRESERVE_SOURCE_ADDRESS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub preserve_source_address: bool,
+
     /// Connections one pod may hold through this node's proxy at once (outbound from it, or
     /// inbound from a node-local non-mesh caller); more are reset and counted, so one pod
     /// cannot exhaust the proxy for the others.

@@ -100,6 +100,9 @@ pub struct PodDatapath {
     /// Host-side veth, where the guards attach.
     pub host_iface: String,
     pub host_ifindex: u32,
+    /// The host side is a bridge port: traffic between pods of the bridge skips the node's
+    /// IP layer (the proxy then dials local pods from the node's address).
+    pub bridged: bool,
 }
 
 /// Loaded programs and the maps enrollment writes.

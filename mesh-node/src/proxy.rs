@@ -160,6 +160,8 @@ pub struct Proxy {
     pub registry: Arc<ArcSwap<Registry>>,
     pub node_addresses: Arc<NodeAddresses>,
     pub limits: limits::Limits,
+    /// Dial destinations from the client's address (`--preserve-source-address`).
+    pub preserve_source: bool,
     pub stats: Arc<ProxyStats>,
     pub mesh: Option<MeshSecurity>,
     next_id: AtomicU64,
@@ -201,6 +203,7 @@ impl Proxy {
             registry,
             node_addresses,
             limits,
+            preserve_source: true,
             stats: Arc::default(),
             mesh: None,
             next_id: AtomicU64::new(1),
@@ -319,7 +322,10 @@ impl Proxy {
                     self.stats.refused_node_local.fetch_add(1, Ordering::Relaxed);
                     ConnResult::DeniedNodeLocal
                 }
-                Ok(target) => match self.open_upstream(&reg, kind, &o, target, &mut log).await {
+                Ok(target) => match self
+                    .open_upstream(&reg, kind, &o, client_ip(peer), target, &mut log)
+                    .await
+                {
                     Ok(Upstream::Direct(upstream)) => {
                         return self.finish(client, upstream, drained, log, started).await;
                     }
@@ -444,6 +450,7 @@ impl Proxy {
         reg: &Registry,
         kind: Listener,
         orig: &OrigDst,
+        client: Option<Ipv4Addr>,
         target: Target,
         log: &mut AccessLog,
     ) -> Result<Upstream, ConnResult> {
@@ -461,7 +468,7 @@ impl Proxy {
         };
         match (kind, remote, &self.mesh) {
             (Listener::Outbound, Some((Some(src), node, dst_identity)), Some(mesh)) => {
-                match mesh.tunnel.open(&src, node, &dst_identity, dst).await {
+                match mesh.tunnel.open(&src, node, &dst_identity, dst, client).await {
                     Ok(stream) => Ok(Upstream::Tunnel(stream)),
                     Err(tunnel::TunnelError::NoCertificate(_)) => Err(ConnResult::NoCertificate),
                     Err(e) => {
@@ -470,7 +477,12 @@ impl Proxy {
                     }
                 }
             }
-            _ => self.connect(dst).await.map(Upstream::Direct),
+            _ => {
+                let client = client.filter(|_| answers_come_back(reg, kind, orig, dst));
+                let upstream = self.connect(dst, client).await?;
+                log.upstream_src = upstream.local_addr().ok();
+                Ok(Upstream::Direct(upstream))
+            }
         }
     }
 
@@ -509,12 +521,29 @@ impl Proxy {
         verdict
     }
 
-    pub(crate) async fn connect(&self, dst: SocketAddrV4) -> Result<TcpStream, ConnResult> {
+    /// Dials `dst` with the proxy mark, from `client`'s address when source preservation is
+    /// on: the server, NetworkPolicy and address allow-lists see the client, not the node.
+    /// The socket is transparent, so it may use an address that is not the node's; the
+    /// answers, addressed to the client, are delivered back to it by the divert chain's
+    /// `socket transparent` rule (see `datapath::tproxy`).
+    pub(crate) async fn connect(
+        &self,
+        dst: SocketAddrV4,
+        client: Option<Ipv4Addr>,
+    ) -> Result<TcpStream, ConnResult> {
         let socket = TcpSocket::new_v4().map_err(|_| ConnResult::UpstreamUnreachable)?;
         set_mark(&socket, self.mark).map_err(|e| {
             tracing::error!(error = %e, "setting SO_MARK needs CAP_NET_ADMIN");
             ConnResult::UpstreamUnreachable
         })?;
+        if let Some(client) = client.filter(|_| self.preserve_source) {
+            let bound =
+                set_transparent(&socket).and_then(|()| socket.bind(SocketAddrV4::new(client, 0).into()));
+            if let Err(e) = bound {
+                tracing::warn!(%client, error = %e, "cannot dial from the client's address");
+                return Err(ConnResult::UpstreamUnreachable);
+            }
+        }
         match tokio::time::timeout(self.connect_timeout, socket.connect(dst.into())).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -526,6 +555,28 @@ impl Proxy {
             }
             Err(_) => Err(ConnResult::UpstreamTimeout),
         }
+    }
+}
+
+/// Whether a destination's answers to the client's own address reach the proxy: they do when
+/// they cross the node's IP layer (the divert chain hands them to the proxy's socket). Between
+/// two pods of one bridge they are switched straight to the client, which knows nothing of
+/// the connection; those connections are dialled from the node's address. A node-local
+/// non-mesh caller's wiring is unknown: its dials to a bridged pod are treated the same way.
+fn answers_come_back(reg: &Registry, kind: Listener, orig: &OrigDst, dst: SocketAddrV4) -> bool {
+    match kind {
+        Listener::Outbound => !reg.bridged(Some(orig.src_netns_cookie), None),
+        Listener::Inbound if orig.src_netns_cookie == FROM_NETWORK => true,
+        Listener::Inbound => !reg.bridged(None, Some(*dst.ip())),
+        Listener::Tunnel => true,
+    }
+}
+
+/// The client's IPv4 address (an IPv4-mapped peer of a dual-stack socket included).
+fn client_ip(peer: SocketAddr) -> Option<Ipv4Addr> {
+    match peer.ip().to_canonical() {
+        std::net::IpAddr::V4(ip) => Some(ip),
+        std::net::IpAddr::V6(_) => None,
     }
 }
 
@@ -611,6 +662,9 @@ struct AccessLog {
     dst_service: Option<String>,
     /// The service endpoint chosen for this connection.
     dst_endpoint: Option<SocketAddrV4>,
+    /// The local address of the proxy's connection to the destination (the client's own
+    /// address when the source is preserved): what the server sees as its peer.
+    upstream_src: Option<SocketAddr>,
     /// What the proxy did with a service VIP.
     lb: Option<Lb>,
 }
@@ -669,6 +723,7 @@ impl AccessLog {
             authn = %dash(&self.authn),
             dst_service = %dash(&self.dst_service),
             dst_endpoint = %self.dst_endpoint.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            upstream_src = %self.upstream_src.map_or_else(|| "-".to_string(), |a| a.to_string()),
             lb = self.lb.map_or("-", Lb::as_str),
             bytes_to_dst = bytes_up,
             bytes_from_dst = bytes_down,

@@ -38,6 +38,15 @@ pub fn field<'a>(event: &'a serde_json::Value, name: &str) -> &'a str {
         .unwrap_or_else(|| panic!("access log without {name}: {event}"))
 }
 
+/// The address the proxy dialled from (`upstream_src` of an access-log event): the peer a
+/// server saw when the connection went through the proxy. With source preservation it is
+/// the client's own address, on a port of the proxy's choosing.
+pub fn upstream_src(event: &serde_json::Value) -> std::net::SocketAddr {
+    field(event, "upstream_src")
+        .parse()
+        .unwrap_or_else(|e| panic!("upstream_src of {event}: {e}"))
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
 pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;

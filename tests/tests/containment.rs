@@ -12,6 +12,7 @@ use tests::{
     raw::{self, Ipv6Ext},
     servers,
     topology::Topology,
+    upstream_src,
 };
 
 /// One node, enrolled pods `shop/a` and `shop/b`, and `extra` flags for mesh-node.
@@ -169,15 +170,19 @@ fn ipv6_syns_behind_extension_headers_are_dropped_both_ways() {
 fn dual_stack_sockets_are_captured_and_native_ipv6_is_refused_at_once() {
     let t = enrolled_pair("dual_stack", &[]);
     t.enable_ipv6().unwrap();
-    let (a, b) = (t.pod("a"), t.pod("b"));
+    let b = t.pod("b");
     let n1 = t.node("n1");
     let peers = servers::http(&b.netns, 8080);
 
     let body = ok_body(&curl_in(&t, "a", &[&format!("http://[::ffff:{}]:8080/", b.addr)]));
     let peer = peers.all()[0];
-    assert_ne!(peer.ip(), a.addr, "the mapped connect bypassed the proxy");
     assert_eq!(body, format!("peer={peer}\n"));
     let log = n1.mesh().wait_access_log(1);
+    assert_eq!(
+        peer,
+        upstream_src(&log[0]),
+        "the mapped connect bypassed the proxy"
+    );
     assert_eq!(field(&log[0], "listener"), "outbound");
     assert_eq!(field(&log[0], "src_workload"), "shop/a");
     assert_eq!(field(&log[0], "dst_workload"), "shop/b");
@@ -303,10 +308,18 @@ fn guards_land_on_the_pods_veth_with_a_bridge_cni() {
         );
     }
 
-    // Mesh traffic works across the bridge.
+    // Mesh traffic works across the bridge. Answers between two pods of a bridge do not
+    // cross the node's IP layer, so the proxy dials local pods from the node's (bridge)
+    // address there.
     let peers = servers::http(&b.netns, 8080);
     ok_body(&a.curl(&format!("http://{}:8080/", b.addr)));
-    assert_ne!(peers.all()[0].ip(), a.addr, "a reached b around the proxy");
+    let log = n1.mesh().wait_access_log(1);
+    assert_eq!(
+        peers.all()[0],
+        upstream_src(&log[0]),
+        "a reached b around the proxy"
+    );
+    assert_eq!(peers.all()[0].ip().to_string(), "10.1.0.1");
 
     // A non-mesh pod on the same bridge lands on the inbound listener; a raw SYN from it is
     // dropped by b's to-pod guard; a raw SYN from a by a's from-pod guard.
@@ -493,11 +506,15 @@ fn non_mesh_clients_from_the_network_go_through_the_destination_proxy() {
         assert_eq!(field(line, "result"), "ok", "{what}: {line}");
         assert!(field(line, "authn").starts_with("PERMISSIVE"), "{what}: {line}");
     }
-    assert!(
-        peers.all().iter().all(|p| p.ip() != c.addr),
-        "c reached e around n2's proxy: {:?}",
-        peers.all()
-    );
+    // e saw each client's own address, on the connection n2's proxy made.
+    for (i, (what, _, client)) in cases.iter().enumerate() {
+        assert_eq!(
+            peers.all()[i],
+            upstream_src(&log[i]),
+            "{what} reached e around n2's proxy"
+        );
+        assert_eq!(peers.all()[i].ip().to_string(), *client, "{what}");
+    }
     assert_eq!(
         n1.mesh().counter("redirect_inbound"),
         0,
@@ -535,4 +552,71 @@ fn non_mesh_clients_from_the_network_go_through_the_destination_proxy() {
         assert_eq!(field(line, "result"), "denied_plaintext", "{line}");
     }
     assert_eq!(peers.len(), served, "a refused client reached e");
+}
+
+/// Servers see the client pod's address, not the node's, on the same node and across nodes
+/// (the destination node dials from the address the tunnel names), so an allow-list in the
+/// destination pod that admits only the client works. The access log's `upstream_src` is the
+/// peer the server saw: the connection is the proxy's (a bypass would show a's own port and
+/// no log line). Without source preservation the servers saw the node's addresses and the
+/// allow-list refused a.
+#[test]
+fn servers_see_the_client_pods_address() {
+    let mut t = Topology::builder("source_address")
+        .node("n1")
+        .node("n2")
+        .pod("n1", "shop/a")
+        .pod("n1", "shop/b")
+        .pod("n1", "legacy/c")
+        .pod("n2", "shop/e")
+        .enrolled_namespace("shop")
+        .build()
+        .unwrap();
+    t.start_all().unwrap();
+    let (a, b, c, e) = (t.pod("a"), t.pod("b"), t.pod("c"), t.pod("e"));
+    // b and e admit only a on 8080, as a NetworkPolicy or an application allow-list would.
+    for pod in [b, e] {
+        let rules = format!(
+            "table ip allow {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
+             tcp dport 8080 ip saddr != {} drop\n }}\n}}\n",
+            a.addr
+        );
+        let mut nft = pod
+            .netns
+            .command("nft", &pod.cgroup)
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+        assert!(nft.wait().unwrap().success());
+    }
+    let (b_peers, e_peers) = (servers::http(&b.netns, 8080), servers::http(&e.netns, 8080));
+
+    ok_body(&a.curl(&format!("http://{}:8080/", b.addr)));
+    let n1_log = t.node("n1").mesh().wait_access_log(1);
+    assert_eq!(b_peers.all()[0].ip(), a.addr, "b saw {:?}", b_peers.all());
+    assert_eq!(
+        field(&n1_log[0], "upstream_src"),
+        b_peers.all()[0].to_string(),
+        "{}",
+        n1_log[0]
+    );
+
+    ok_body(&a.curl(&format!("http://{}:8080/", e.addr)));
+    let n2_log = t.node("n2").mesh().wait_access_log(1);
+    assert_eq!(field(&n2_log[0], "listener"), "tunnel");
+    assert_eq!(e_peers.all()[0].ip(), a.addr, "e saw {:?}", e_peers.all());
+    assert_eq!(
+        field(&n2_log[0], "upstream_src"),
+        e_peers.all()[0].to_string(),
+        "{}",
+        n2_log[0]
+    );
+
+    // A non-mesh pod is relayed with its own address too, and the allow-list refuses it.
+    let out = c.curl(&format!("http://{}:8080/", b.addr));
+    assert!(!out.status.success(), "b's allow-list admitted c");
+    assert_eq!(b_peers.len(), 1);
 }

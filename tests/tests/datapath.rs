@@ -10,7 +10,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tests::{eventually, field, ok_body, raw, servers, topology::Topology};
+use tests::{eventually, field, ok_body, raw, servers, topology::Topology, upstream_src};
 
 /// mesh-node's default proxy mark.
 const MARK: u32 = 0x539;
@@ -34,8 +34,9 @@ fn enrolled_pair(test: &str) -> Topology {
 
 /// Enrolled pod -> enrolled pod: connect4 sends the connect to 15001, sockops records the
 /// original destination, the proxy attributes it to the source workload and relays it; curl
-/// gets the server's answer. Without connect4 the server would see the client pod's own
-/// address and there would be no access-log line.
+/// gets the server's answer, which saw a's address (source preservation) on the proxy's own
+/// connection (`upstream_src`). Without connect4 there would be no access-log line and the
+/// server's peer would be a's own socket.
 #[test]
 fn enrolled_pod_to_pod_goes_through_the_outbound_listener() {
     let t = enrolled_pair("enrolled_pod_to_pod");
@@ -44,12 +45,17 @@ fn enrolled_pod_to_pod_goes_through_the_outbound_listener() {
 
     let body = ok_body(&a.curl(&format!("http://{}:8080/hello", b.addr)));
 
-    // The server was reached by the node proxy (the host side of b's veth), not by a.
     let peer = peers.all()[0];
-    assert_ne!(peer_ip(peer), a.addr.to_string(), "connection bypassed the proxy");
     assert_eq!(body, format!("peer={peer}\n"), "curl got the server's answer");
     let log = t.node("n1").mesh().wait_access_log(1);
     let e = &log[0];
+    // The server was reached by the node proxy's connection, from a's own address.
+    assert_eq!(peer, upstream_src(e), "connection bypassed the proxy");
+    assert_eq!(
+        peer_ip(peer),
+        a.addr.to_string(),
+        "the source address was not preserved"
+    );
     assert_eq!(field(e, "listener"), "outbound");
     assert_eq!(field(e, "src_workload"), "shop/a");
     assert_eq!(field(e, "dst_workload"), "shop/b");
@@ -134,10 +140,9 @@ fn non_enrolled_callers_land_on_the_inbound_listener() {
         assert_eq!(field(e, "dst_workload"), "shop/b");
         assert_eq!(field(e, "result"), "ok");
     }
-    assert!(
-        peers.all().iter().all(|p| p.ip() != c.addr),
-        "c reached b directly"
-    );
+    for (e, peer) in log.iter().zip(peers.all()) {
+        assert_eq!(peer, upstream_src(e), "a caller reached b directly");
+    }
     assert_eq!(n1.mesh().counter("redirect_inbound"), 2);
 }
 
@@ -212,11 +217,12 @@ fn bypass_attempts_are_dropped_and_counted() {
         "{log:#?}"
     );
 
-    assert!(
-        peers.all().iter().all(|p| p.ip() != a.addr && p.ip() != c.addr),
-        "an attempt reached the server directly: {:?}",
-        peers.all()
-    );
+    let relayed: Vec<_> = log
+        .iter()
+        .filter(|e| field(e, "upstream_src") != "-")
+        .map(upstream_src)
+        .collect();
+    assert_eq!(peers.all(), relayed, "an attempt reached the server directly");
 }
 
 /// Restarting the agent keeps the pinned datapath: a connection established through the old
@@ -227,7 +233,7 @@ fn bypass_attempts_are_dropped_and_counted() {
 #[test]
 fn agent_restart_keeps_established_and_new_connections_working() {
     let mut t = enrolled_pair("agent_restart");
-    let (a_addr, b_addr) = (t.pod("a").addr, t.pod("b").addr);
+    let b_addr = t.pod("b").addr;
     let echo_peers = servers::echo(&t.pod("b").netns, 7000);
     let http_peers = servers::http(&t.pod("b").netns, 8080);
 
@@ -250,9 +256,10 @@ fn agent_restart_keeps_established_and_new_connections_working() {
         back
     };
     assert_eq!(exchange("before"), "before\n");
-    assert_ne!(
-        echo_peers.all()[0].ip(),
-        a_addr,
+    assert_eq!(echo_peers.len(), 1);
+    assert_eq!(
+        t.node("n1").mesh().admin("/stats")["proxy"]["active"],
+        1,
         "the held connection bypassed the proxy"
     );
 
@@ -283,9 +290,14 @@ fn agent_restart_keeps_established_and_new_connections_working() {
     );
     ok_body(&t.pod("a").curl(&format!("http://{b_addr}:8080/")));
     assert_eq!(http_peers.len(), 1);
-    assert_ne!(
-        http_peers.all()[0].ip(),
-        a_addr,
+    let log = t.node("n1").mesh().wait_access_log(1);
+    let after = log
+        .iter()
+        .find(|e| field(e, "result") == "ok")
+        .expect("an access-log line after restart");
+    assert_eq!(
+        http_peers.all()[0],
+        upstream_src(after),
         "after restart the connect bypassed the proxy"
     );
     assert_eq!(
@@ -338,7 +350,10 @@ fn unenrolled_pods_are_no_longer_captured() {
     let peers = servers::http(&t.pod("b").netns, 8080);
     let (a_addr, url) = (t.pod("a").addr, format!("http://{}:8080/", t.pod("b").addr));
     ok_body(&t.pod("a").curl(&url));
-    assert_ne!(peers.all()[0].ip(), a_addr);
+    assert_eq!(
+        peers.all()[0],
+        upstream_src(&t.node("n1").mesh().wait_access_log(1)[0])
+    );
 
     t.set_namespace_enrolled("shop", false).unwrap();
     let unenrolled = eventually(Duration::from_secs(5), || {

@@ -10,7 +10,9 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_GETLINK: u16 = 18;
 const NLM_F_REQUEST: u16 = 1;
 const NLMSG_ERROR: u16 = 2;
+const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
+const IFLA_MASTER: u16 = 10;
 const NLMSG_HDRLEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 
@@ -21,7 +23,7 @@ pub fn peer_ifindex_inside(pod_ip: Ipv4Addr) -> io::Result<Option<u32>> {
     let Some(index) = interface_with(pod_ip)? else {
         return Ok(None);
     };
-    let link = link_of(index)?.ok_or_else(|| {
+    let link = get_link(index)?.and_then(|l| l.link).ok_or_else(|| {
         io::Error::other(format!(
             "the pod's interface (ifindex {index}) has no peer: not a veth, or its peer is gone"
         ))
@@ -56,8 +58,40 @@ fn interface_with(ip: Ipv4Addr) -> io::Result<Option<u32>> {
     Ok(found)
 }
 
-/// `IFLA_LINK` of interface `index` (RTM_GETLINK over NETLINK_ROUTE).
-fn link_of(index: u32) -> io::Result<Option<u32>> {
+/// What the node's namespace says about a pod's host-side interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSide {
+    pub name: String,
+    /// A port of a bridge (it has a master): frames between two pods of the bridge are
+    /// switched without reaching the node's IP layer.
+    pub bridged: bool,
+}
+
+/// In the node's namespace: the interface `index`, `None` when it is gone.
+pub fn host_side(index: u32) -> io::Result<Option<HostSide>> {
+    match get_link(index) {
+        Ok(Some(l)) => Ok(Some(HostSide {
+            name: l.name.unwrap_or_default(),
+            bridged: l.master.is_some(),
+        })),
+        Ok(None) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The attributes of one interface that matter here.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Link {
+    name: Option<String>,
+    /// `IFLA_LINK`: the peer of a veth (an ifindex of the peer's namespace).
+    link: Option<u32>,
+    /// `IFLA_MASTER`: the bridge (or bond) it is a port of.
+    master: Option<u32>,
+}
+
+/// Interface `index` by RTM_GETLINK over NETLINK_ROUTE.
+fn get_link(index: u32) -> io::Result<Option<Link>> {
     const LEN: usize = NLMSG_HDRLEN + IFINFOMSG_LEN;
     let mut request = [0u8; LEN];
     request[0..4].copy_from_slice(&(LEN as u32).to_ne_bytes());
@@ -90,11 +124,11 @@ fn link_of(index: u32) -> io::Result<Option<u32>> {
         }
         received as usize
     };
-    parse_link(&reply[..received])
+    parse_link(&reply[..received]).map(Some)
 }
 
-/// Finds `IFLA_LINK` in an RTM_NEWLINK reply.
-fn parse_link(msg: &[u8]) -> io::Result<Option<u32>> {
+/// The attributes of an RTM_NEWLINK reply.
+fn parse_link(msg: &[u8]) -> io::Result<Link> {
     let u16_at = |at: usize| msg.get(at..at + 2).map(|b| u16::from_ne_bytes([b[0], b[1]]));
     let u32_at = |at: usize| {
         msg.get(at..at + 4)
@@ -114,6 +148,7 @@ fn parse_link(msg: &[u8]) -> io::Result<Option<u32>> {
             )))
         }
     }
+    let mut link = Link::default();
     let mut at = NLMSG_HDRLEN + IFINFOMSG_LEN;
     while at + 4 <= len.min(msg.len()) {
         let attr_len = usize::from(u16_at(at).ok_or_else(truncated)?);
@@ -121,12 +156,21 @@ fn parse_link(msg: &[u8]) -> io::Result<Option<u32>> {
         if attr_len < 4 {
             break;
         }
-        if kind == IFLA_LINK {
-            return Ok(u32_at(at + 4));
+        match kind {
+            IFLA_LINK => link.link = u32_at(at + 4),
+            IFLA_MASTER => link.master = u32_at(at + 4),
+            IFLA_IFNAME => {
+                let value = msg
+                    .get(at + 4..(at + attr_len).min(msg.len()))
+                    .unwrap_or_default();
+                let name = value.split(|b| *b == 0).next().unwrap_or_default();
+                link.name = Some(String::from_utf8_lossy(name).into_owned());
+            }
+            _ => {}
         }
         at += (attr_len + 3) & !3;
     }
-    Ok(None)
+    Ok(link)
 }
 
 #[cfg(test)]
@@ -156,13 +200,18 @@ mod tests {
     #[test]
     fn the_link_attribute_is_found_among_others() {
         let mut body = vec![0u8; IFINFOMSG_LEN];
-        body.extend(attr(3, b"eth0\0")); // IFLA_IFNAME, padded
+        body.extend(attr(IFLA_IFNAME, b"eth0\0"));
         body.extend(attr(IFLA_LINK, &42u32.to_ne_bytes()));
-        assert_eq!(parse_link(&message(RTM_NEWLINK, &body)).unwrap(), Some(42));
+        body.extend(attr(IFLA_MASTER, &7u32.to_ne_bytes()));
+        let link = parse_link(&message(RTM_NEWLINK, &body)).unwrap();
+        assert_eq!(
+            (link.name.as_deref(), link.link, link.master),
+            (Some("eth0"), Some(42), Some(7))
+        );
 
         let mut lo = vec![0u8; IFINFOMSG_LEN];
-        lo.extend(attr(3, b"lo\0"));
-        assert_eq!(parse_link(&message(RTM_NEWLINK, &lo)).unwrap(), None);
+        lo.extend(attr(IFLA_IFNAME, b"lo\0"));
+        assert_eq!(parse_link(&message(RTM_NEWLINK, &lo)).unwrap().link, None);
     }
 
     #[test]
@@ -182,6 +231,17 @@ mod tests {
         let lo = interface_with(Ipv4Addr::LOCALHOST)
             .unwrap()
             .expect("lo holds 127.0.0.1");
-        assert_eq!(link_of(lo).unwrap(), None);
+        let link = get_link(lo).unwrap().unwrap();
+        assert_eq!((link.name.as_deref(), link.link), (Some("lo"), None));
+        let lo_side = HostSide {
+            name: "lo".into(),
+            bridged: false,
+        };
+        assert_eq!(host_side(lo).unwrap(), Some(lo_side));
+        assert_eq!(
+            host_side(999_999).unwrap(),
+            None,
+            "a missing interface is gone, not an error"
+        );
     }
 }

@@ -39,11 +39,36 @@ use crate::{
 /// centre, fixed because adaptive sizing sends BDP pings along with the data.
 pub(super) const STREAM_WINDOW: u32 = 4 << 20;
 pub(super) const CONNECTION_WINDOW: u32 = 16 << 20;
+/// The CONNECT header naming the client's address.
+pub const FORWARDED: &str = "forwarded";
+
+/// The client address a `Forwarded: for=<ipv4>` header names.
+pub fn forwarded_for(value: &str) -> Option<Ipv4Addr> {
+    value
+        .split(';')
+        .find_map(|pair| pair.trim().strip_prefix("for="))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+}
+
 /// Tunnels one pooled connection carries before another is opened: below the 256 concurrent
 /// streams the tunnel listener allows, so a stream is always free on a connection we pick.
 pub const STREAMS_PER_CONNECTION: usize = 200;
 /// A pooled connection that carried no tunnel for this long is closed.
 const IDLE_EVICTION: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn forwarded_for_is_read_as_rfc_7239_writes_it() {
+        assert_eq!(super::forwarded_for("for=10.1.1.2"), Some([10, 1, 1, 2].into()));
+        assert_eq!(
+            super::forwarded_for("proto=http; for=\"10.1.1.2\""),
+            Some([10, 1, 1, 2].into())
+        );
+        assert_eq!(super::forwarded_for("for=unknown"), None);
+        assert_eq!(super::forwarded_for("by=10.1.1.2"), None);
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
@@ -166,13 +191,16 @@ impl TunnelClient {
         }
     }
 
-    /// Opens a tunnel from `source` to `target` (a pod with identity `destination` on `node`).
+    /// Opens a tunnel from `source` to `target` (a pod with identity `destination` on `node`),
+    /// telling the destination node the client's address (`Forwarded: for=`, RFC 7239), which
+    /// it dials the pod from once it checked the address belongs to the caller's identity.
     pub async fn open(
         &self,
         source: &Identity,
         node: Ipv4Addr,
         destination: &Identity,
         target: SocketAddrV4,
+        client: Option<Ipv4Addr>,
     ) -> Result<Tunnel, TunnelError> {
         let key = PoolKey {
             source: source.clone(),
@@ -217,9 +245,11 @@ impl TunnelClient {
             addr,
             message: e.to_string(),
         };
-        let request = Request::builder()
-            .method(Method::CONNECT)
-            .uri(target.to_string())
+        let mut request = Request::builder().method(Method::CONNECT).uri(target.to_string());
+        if let Some(client) = client {
+            request = request.header(FORWARDED, format!("for={client}"));
+        }
+        let request = request
             .body(Empty::<Bytes>::new())
             .map_err(|e| TunnelError::Http2 {
                 addr,

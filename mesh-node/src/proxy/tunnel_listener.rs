@@ -31,9 +31,10 @@ use tracing::Instrument as _;
 
 use super::{
     relay,
-    tunnel::{CONNECTION_WINDOW, STREAM_WINDOW},
+    tunnel::{self, CONNECTION_WINDOW, STREAM_WINDOW},
     AccessLog, ConnResult, Proxy,
 };
+use crate::workloads::enrollment::Registry;
 use crate::{config::TunnelSecurity, identity::IdentityManager, tls};
 
 /// Concurrent tunnels per connection; the client opens another connection before this.
@@ -315,8 +316,12 @@ impl Proxy {
                 }
             }
         }
-        let upstream = match self.connect(target).await {
-            Ok(s) => s,
+        let client = self.tunnel_client(&reg, &req, &caller);
+        let upstream = match self.connect(target, client).await {
+            Ok(s) => {
+                log.upstream_src = s.local_addr().ok();
+                s
+            }
             Err(result) => return refuse(log, result, StatusCode::BAD_GATEWAY),
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
@@ -341,6 +346,33 @@ impl Proxy {
             .in_current_span(),
         );
         status(StatusCode::OK)
+    }
+}
+
+impl Proxy {
+    /// The client address a CONNECT names (`Forwarded: for=`), believed only when it is a pod
+    /// of another node with the identity the caller proved: a node cannot make a pod look
+    /// like a workload it holds no certificate for. (A plaintext tunnel proves nothing: its
+    /// claim is believed for any known remote pod, as its callers are mesh nodes.)
+    fn tunnel_client(
+        &self,
+        reg: &Registry,
+        req: &Request<Incoming>,
+        caller: &Caller,
+    ) -> Option<std::net::Ipv4Addr> {
+        let claimed = req
+            .headers()
+            .get(tunnel::FORWARDED)
+            .and_then(|v| v.to_str().ok())
+            .and_then(tunnel::forwarded_for)?;
+        let remote = reg.remote(claimed)?;
+        match caller {
+            Caller::Verified { identity, .. } if remote.identity != *identity => {
+                tracing::info!(%claimed, %identity, "Forwarded names a pod of another identity; dialling from the node");
+                None
+            }
+            _ => Some(claimed),
+        }
     }
 }
 

@@ -98,6 +98,16 @@ impl Registry {
         })
     }
 
+    /// Whether the pod with this netns cookie, or this IP, sits on a bridge port (see
+    /// `PodDatapath::bridged`).
+    pub fn bridged(&self, cookie: Option<u64>, ip: Option<Ipv4Addr>) -> bool {
+        let key = cookie
+            .and_then(|c| self.by_cookie.get(&c))
+            .or_else(|| ip.and_then(|ip| self.by_ip.get(&ip)));
+        key.and_then(|k| self.workloads.get(k))
+            .is_some_and(|e| e.datapath.bridged)
+    }
+
     /// Whether `ip` is the address of another mesh node, as the controller's config lists
     /// them (the nodes of remote endpoints).
     pub fn is_peer_node(&self, ip: Ipv4Addr) -> bool {
@@ -341,7 +351,9 @@ fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatap
         .pod(&workload.netns, workload.ip)
         .map_err(|e| format!("network namespace {}: {e}", workload.netns.display()))?;
     let host_ifindex = pod.host_ifindex.ok_or("no host-side interface")?;
-    let Some(host_iface) = ifname(host_ifindex) else {
+    let host = datapath::veth::host_side(host_ifindex)
+        .map_err(|e| format!("reading the pod's host-side interface (ifindex {host_ifindex}): {e}"))?;
+    let Some(host) = host else {
         // The veth was replaced in the same namespace: look again next pass.
         cookies.forget(&workload.netns);
         return Err(format!(
@@ -351,26 +363,10 @@ fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatap
     Ok(PodDatapath {
         netns_cookie: pod.netns_cookie,
         ip: workload.ip,
-        host_iface,
+        host_iface: host.name,
         host_ifindex,
+        bridged: host.bridged,
     })
-}
-
-/// The name of interface `index` in the node's namespace.
-fn ifname(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: the buffer is IF_NAMESIZE long, as if_indextoname requires. It resolves in this
-    // thread's network namespace, unlike /sys, which shows the namespace it was mounted in.
-    let name = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if name.is_null() {
-        return None;
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    Some(
-        unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
-            .to_string_lossy()
-            .into_owned(),
-    )
 }
 
 /// Re-exported for the admin view.
