@@ -8,9 +8,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    check_export_to, check_fqdn, check_ip_subnet, check_labels, check_partial_wildcard, check_port,
-    check_port_name, check_protocol, check_unix_address, check_wildcard_domain, check_workload_selector,
-    is_ip, protocol, Errors, Protocol, WorkloadSelector,
+    check_export_to, check_fqdn, check_ip_subnet, check_labels, check_port, check_port_name, check_protocol,
+    check_unix_address, check_wildcard_domain, check_workload_selector, is_ip, protocol, Errors, Protocol,
+    WorkloadSelector,
 };
 use crate::istio::FieldError;
 
@@ -112,10 +112,10 @@ impl ServiceEntrySpec {
             if h == "*" {
                 e.add(path, "invalid host *: a service entry names its hosts");
             } else {
+                // A partial wildcard such as `*x` is only a warning in Istio's
+                // ValidateServiceEntry (`WrapWarning(ValidatePartialWildCard)`), so it is
+                // accepted here; Sidecar and Gateway hosts still refuse it, as Istio does.
                 e.check(&path, check_wildcard_domain(h));
-                if resolution != Resolution::DynamicDns {
-                    e.check(&path, check_partial_wildcard(h));
-                }
             }
         }
         let mut cidr = false;
@@ -300,6 +300,7 @@ mod tests {
     #[test_case("{hosts: [api.example.com], ports: [{number: 443, name: https, protocol: TLS}], resolution: DNS}" => Vec::<String>::new(); "dns")]
     #[test_case("{ports: [{number: 80, name: http}]}" => vec!["spec.hosts: service entry must have at least one host".to_string()]; "no hosts")]
     #[test_case("{hosts: ['*']}" => matches v if v[0].starts_with("spec.hosts[0]: invalid host *"); "star host")]
+    #[test_case("{hosts: ['*x']}" => Vec::<String>::new(); "partial wildcard is only a warning in Istio")]
     #[test_case("{hosts: [a.com], ports: [{number: 80, name: http}, {number: 80, name: http}]}" => matches v if v.len() == 2 && v[0].contains("already defined"); "duplicate ports")]
     #[test_case("{hosts: [a.com], ports: [{number: 80, name: Http_1}]}" => matches v if v[0].contains("invalid port name"); "port name")]
     #[test_case("{hosts: [a.com], addresses: [10.0.0.0/8], resolution: DNS}" => matches v if v[0].contains("CIDR addresses"); "cidr with dns")]

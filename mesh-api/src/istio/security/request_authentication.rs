@@ -74,6 +74,20 @@ pub struct JwtRule {
     /// Claims split on whitespace for matching, besides `scope` and `permission`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub space_delimited_claims: Vec<String>,
+    /// Whether a request must carry a token of this rule (`REQUIRED`) or may carry none
+    /// (`OPTIONAL`, Istio's behaviour when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence: Option<JwtPresence>,
+}
+
+/// `JWTRule.presence`, added in Istio 1.29 (the CRD's enum: `OPTIONAL`, `REQUIRED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum JwtPresence {
+    /// A request without a token passes this rule (authorization may still require one).
+    Optional,
+    /// A request without a token is rejected.
+    Required,
 }
 
 impl JwtRule {
@@ -285,6 +299,8 @@ mod tests {
     const OK: &[&str] = &[];
 
     #[test_case("{issuer: a, jwksUri: 'https://example.com/jwks.json'}" => OK; "issuer and jwksUri")]
+    #[test_case("{issuer: a, presence: REQUIRED}" => OK; "presence required")]
+    #[test_case("{issuer: a, presence: OPTIONAL}" => OK; "presence optional")]
     #[test_case("{jwksUri: 'https://example.com/jwks.json'}" => OK; "jwksUri alone")]
     #[test_case("{issuer: a, jwks_uri: 'http://example.com:8080/jwks'}" => OK; "snake case spelling")]
     #[test_case("{audiences: [x]}" => ["spec.jwtRules[0].issuer"]; "neither issuer nor jwksUri")]
@@ -319,5 +335,14 @@ mod tests {
         let e = serde_yaml::from_str::<RequestAuthenticationSpec>("jwtRules: [{issuer: a, jwksURI: x}]")
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `jwksURI`"), "{e}");
+    }
+
+    #[test]
+    fn presence_is_optional_or_required() {
+        let err =
+            serde_yaml::from_str::<RequestAuthenticationSpec>("jwtRules: [{issuer: a, presence: MANDATORY}]")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("unknown variant `MANDATORY`"), "{err}");
     }
 }
