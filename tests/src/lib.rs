@@ -5,13 +5,15 @@
 //! - [`topology`]: the builder for nodes and pods, the YAML the nodes read, and cleanup;
 //! - [`node`]: a running `mesh-node` and how to read its admin endpoint and access log;
 //! - [`controller`]: a running `mesh-controller` (the CA) reachable from every node;
-//! - [`servers`] and [`raw`]: what runs inside pods (HTTP and echo servers, raw SYNs).
+//! - [`servers`] and [`raw`]: what runs inside pods (HTTP and echo servers, raw SYNs);
+//! - [`hbone`]: a bare tunnel client, to play a misbehaving mesh node.
 //!
 //! Everything is named after the test (plus the process id), so tests run in parallel, and
 //! everything is undone in `Drop`, so a failing test leaves nothing behind.
 
 pub mod capture;
 pub mod controller;
+pub mod hbone;
 pub mod netns;
 pub mod node;
 pub mod raw;

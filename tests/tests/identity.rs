@@ -190,7 +190,12 @@ fn cross_node_traffic_is_mutual_tls() {
         .find(|v| v["target"] == "tls")
         .expect("a tunnel connection log line");
     assert_eq!(field(&tls_line, "group"), "X25519MLKEM768", "{tls_line}");
-    assert!(field(&tls_line, "cipher").starts_with("TLS13_"), "{tls_line}");
+    // Both ends offer TLS 1.3 suites only, AES-256-GCM first (mesh_api::crypto::provider).
+    assert_eq!(
+        field(&tls_line, "cipher"),
+        "TLS13_AES_256_GCM_SHA384",
+        "{tls_line}"
+    );
     println!(
         "negotiated: group {} cipher {}",
         field(&tls_line, "group"),
@@ -733,4 +738,60 @@ fn a_full_tunnel_connection_opens_another_instead_of_waiting() {
     ok_body(&a.curl(&format!("http://{}:8080/", e.addr)));
     drop(held.stdin.take());
     let _ = held.wait();
+}
+
+/// A tunnel stream may only reach a local workload with the identity the connection's
+/// server certificate was chosen for (by SNI), and only a pod of this node. Played by a
+/// client holding a valid mesh certificate: SNI naming e, then CONNECT to f (another identity
+/// on the same node: 403 `identity_mismatch`) and to a (a pod of another node: 404
+/// `not_local`); CONNECT to e itself is the positive control. Without the checks the node
+/// relayed both.
+#[test]
+fn tunnel_streams_reach_only_the_identity_and_node_the_connection_was_made_for() {
+    let mut t = Topology::builder("tunnel_stream_checks")
+        .node("n1")
+        .node("n2")
+        .pod("n1", "shop/a")
+        .pod("n2", "shop/e")
+        .pod("n2", "shop/f")
+        .enrolled_namespace("shop")
+        .build()
+        .unwrap();
+    t.start_all().unwrap();
+    wait_for_certs(&t, "n2", 2);
+    let (a, e, f) = (t.pod("a"), t.pod("e"), t.pod("f"));
+    let (e_peers, f_peers) = (servers::http(&e.netns, 8080), servers::http(&f.netns, 8080));
+    let mesh = certs::mesh_issuer(&t.controller.as_ref().unwrap().ca_dir);
+    let client = certs::issue(&mesh, "spiffe://cluster.local/ns/shop/sa/a-sa", false);
+    let sni = format!("{}.pod.trellis", e.addr.to_string().replace('.', "-"));
+    let n2 = std::net::SocketAddr::from((t.node("n2").addr, 15008));
+    let status = |target: std::net::Ipv4Addr| {
+        tests::hbone::connect_status(
+            t.fabric(),
+            n2,
+            &client.cert,
+            &client.key,
+            &sni,
+            (target, 8080).into(),
+        )
+        .unwrap()
+    };
+
+    assert_eq!(status(e.addr), 200, "the positive control was refused");
+    assert_eq!(
+        status(f.addr),
+        403,
+        "a stream reached another identity than the one presented"
+    );
+    assert_eq!(
+        status(a.addr),
+        404,
+        "a stream was relayed to a pod of another node"
+    );
+    let log = t.node("n2").mesh().wait_access_log(3);
+    let results: Vec<&str> = log.iter().map(|l| field(l, "result")).collect();
+    assert!(results.contains(&"identity_mismatch"), "{log:#?}");
+    assert!(results.contains(&"not_local"), "{log:#?}");
+    assert!(f_peers.is_empty(), "f was reached");
+    assert_eq!(e_peers.len(), 1, "the positive control did not reach e");
 }

@@ -3,9 +3,10 @@
 //!
 //! Topology: node n1 with a client pod, node n2 with a server pod, joined by veths through a
 //! fabric bridge (198.18.0.0/15 only). Two pairs of pods: `mesh/*` (enrolled: the
-//! trellis-mtls arm) and `plain/*` (not enrolled: the direct and HAProxy arms). The
-//! trellis-tcp arm adds nodes n3 and n4, whose proxies run `--tunnel-security plaintext`,
-//! with the pods `meshtcp/*`, the same placement again.
+//! trellis-mtls arm) and `plain/*` (not enrolled: the direct and HAProxy arms). Arms that
+//! vary a node setting get a pair of nodes of their own with the same placement
+//! ([`PAIR_ARMS`]): trellis-tcp (n3, n4: `--tunnel-security plaintext`, pods `meshtcp/*`) and
+//! trellis-mtls-node-src (n5, n6: `--preserve-source-address=false`, pods `meshsrc/*`).
 //!
 //! CPU discipline on 2 cores: this process (servers) and the load generator run on CPU 0,
 //! the proxies (mesh-node, HAProxy) on CPU 1. A run whose generator used most of its core is
@@ -82,6 +83,9 @@ pub enum Arm {
     TrellisTcp,
     /// Through both node proxies and the mTLS tunnel.
     TrellisMtls,
+    /// As trellis-mtls, the proxies dialling from the node's address instead of the client's
+    /// (`--preserve-source-address=false`): what source preservation costs.
+    TrellisMtlsNodeSrc,
     /// HAProxy on both nodes, plain TCP between them.
     HaproxyTcp,
     /// HAProxy on both nodes, TLS between them.
@@ -94,9 +98,52 @@ impl Arm {
             Arm::Direct => "direct",
             Arm::TrellisTcp => "trellis-tcp",
             Arm::TrellisMtls => "trellis-mtls",
+            Arm::TrellisMtlsNodeSrc => "trellis-mtls-node-src",
             Arm::HaproxyTcp => "haproxy-tcp",
             Arm::HaproxyTls => "haproxy-tls",
         }
+    }
+}
+
+/// A Trellis arm on its own pair of nodes, because what it varies is a node setting.
+struct PairArm {
+    arm: Arm,
+    nodes: [&'static str; 2],
+    namespace: &'static str,
+    client: &'static str,
+    server: &'static str,
+    node_args: &'static [&'static str],
+}
+
+const PAIR_ARMS: [PairArm; 2] = [
+    PairArm {
+        arm: Arm::TrellisTcp,
+        nodes: ["n3", "n4"],
+        namespace: "meshtcp",
+        client: "tclient",
+        server: "tserver",
+        node_args: &["--tunnel-security", "plaintext"],
+    },
+    PairArm {
+        arm: Arm::TrellisMtlsNodeSrc,
+        nodes: ["n5", "n6"],
+        namespace: "meshsrc",
+        client: "sclient",
+        server: "sserver",
+        node_args: &["--preserve-source-address=false"],
+    },
+];
+
+/// The client pod, server pod and (for Trellis) the proxy nodes of an arm.
+fn placement(arm: Arm) -> (&'static str, &'static str, &'static [&'static str]) {
+    match arm {
+        Arm::Direct | Arm::HaproxyTcp | Arm::HaproxyTls => ("pclient", "pserver", &[]),
+        Arm::TrellisMtls => ("mclient", "mserver", &["n1", "n2"]),
+        _ => PAIR_ARMS
+            .iter()
+            .find(|p| p.arm == arm)
+            .map(|p| (p.client, p.server, &p.nodes[..]))
+            .expect("every other arm is a pair arm"),
     }
 }
 
@@ -235,6 +282,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
             Arm::Direct,
             Arm::TrellisTcp,
             Arm::TrellisMtls,
+            Arm::TrellisMtlsNodeSrc,
             Arm::HaproxyTcp,
             Arm::HaproxyTls,
         ]
@@ -246,7 +294,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The harness starts this mesh-node (and the controller next to it).
     std::env::set_var("TRELLIS_NODE_BIN", release.join("mesh-node"));
 
-    let tcp_arm = arms.contains(&Arm::TrellisTcp);
+    let pair_arms: Vec<&PairArm> = PAIR_ARMS.iter().filter(|p| arms.contains(&p.arm)).collect();
     let mut builder = Topology::builder("bench")
         .node("n1")
         .node("n2")
@@ -255,31 +303,27 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .pod("n1", "plain/pclient")
         .pod("n2", "plain/pserver")
         .enrolled_namespace("mesh");
-    if tcp_arm {
+    for p in &pair_arms {
         builder = builder
-            .node("n3")
-            .node("n4")
-            .pod("n3", "meshtcp/tclient")
-            .pod("n4", "meshtcp/tserver")
-            .enrolled_namespace("meshtcp");
+            .node(p.nodes[0])
+            .node(p.nodes[1])
+            .pod(p.nodes[0], &format!("{}/{}", p.namespace, p.client))
+            .pod(p.nodes[1], &format!("{}/{}", p.namespace, p.server))
+            .enrolled_namespace(p.namespace);
     }
     let mut t = builder.build()?;
-    let nodes: &[&str] = if tcp_arm {
-        &["n1", "n2", "n3", "n4"]
-    } else {
-        &["n1", "n2"]
-    };
+    let mut nodes = vec!["n1", "n2"];
+    nodes.extend(pair_arms.iter().flat_map(|p| p.nodes));
     // One data-plane worker per proxy, as HAProxy's nbthread 1: per-core figures.
-    for node in nodes {
-        let plaintext = ["n3", "n4"].contains(node);
+    for &node in &nodes {
         let mut node_args = vec!["--worker-threads", "1"];
-        if plaintext {
-            node_args.extend(["--tunnel-security", "plaintext"]);
+        if let Some(p) = pair_arms.iter().find(|p| p.nodes.contains(&node)) {
+            node_args.extend(p.node_args);
         }
         t.set_node_args(node, &node_args);
     }
     t.start_all()?;
-    for &node in nodes {
+    for &node in &nodes {
         eventually(Duration::from_secs(10), || {
             (!t.node(node).mesh().admin("/certs")["certificates"]
                 .as_array()?
@@ -290,15 +334,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let pids = |nodes: &[&str]| -> Vec<u32> { nodes.iter().map(|n| t.node(n).mesh().pid()).collect() };
     let mesh_pids = pids(&["n1", "n2"]);
-    let tcp_pids = if tcp_arm { pids(&["n3", "n4"]) } else { Vec::new() };
-    for pid in mesh_pids.iter().chain(&tcp_pids) {
-        pin_to_cpu(*pid, 1)?;
+    for pid in pids(&nodes) {
+        pin_to_cpu(pid, 1)?;
     }
-    let servers: &[&str] = if tcp_arm {
-        &["mserver", "pserver", "tserver"]
-    } else {
-        &["mserver", "pserver"]
-    };
+    let mut servers = vec!["mserver", "pserver"];
+    servers.extend(pair_arms.iter().map(|p| p.server));
     for server in servers {
         let ns = &t.pod(server).netns;
         tests::servers::http_body(ns, HTTP_PORT, 1024);
@@ -334,13 +374,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 if crate::interrupt::requested() {
                     bail!("interrupted: tearing the topology down");
                 }
-                let proxies: &[u32] = match arm {
-                    Arm::Direct => &[],
-                    Arm::TrellisTcp => &tcp_pids,
-                    Arm::TrellisMtls => &mesh_pids,
-                    Arm::HaproxyTcp | Arm::HaproxyTls => &haproxy_pids,
+                let proxies = match arm {
+                    Arm::HaproxyTcp | Arm::HaproxyTls => haproxy_pids.clone(),
+                    _ => pids(placement(arm).2),
                 };
-                let row = measure(&t, arm, workload, profile.duration_secs, proxies, round, &env)?;
+                let row = measure(&t, arm, workload, profile.duration_secs, &proxies, round, &env)?;
                 println!(
                     "bench: round {round} {:<13} {:<28} p50 {:>6} us p99 {:>6} us {:>9.0}/s cpu {:.3} switches/s {:>6.0}{}",
                     arm.name(),
@@ -391,12 +429,11 @@ enum Workload {
 /// Where a client reaches the server on `port` in each arm.
 fn target(t: &Topology, arm: Arm, port: u16) -> (String, std::net::SocketAddr) {
     let n1 = t.node("n1").addr;
+    let (client, server, _) = placement(arm);
     match arm {
-        Arm::Direct => ("pclient".into(), (t.pod("pserver").addr, port).into()),
-        Arm::TrellisTcp => ("tclient".into(), (t.pod("tserver").addr, port).into()),
-        Arm::TrellisMtls => ("mclient".into(), (t.pod("mserver").addr, port).into()),
-        Arm::HaproxyTcp => ("pclient".into(), (n1, 20_000 + port % 1000).into()),
-        Arm::HaproxyTls => ("pclient".into(), (n1, 21_000 + port % 1000).into()),
+        Arm::HaproxyTcp => (client.into(), (n1, 20_000 + port % 1000).into()),
+        Arm::HaproxyTls => (client.into(), (n1, 21_000 + port % 1000).into()),
+        _ => (client.into(), (t.pod(server).addr, port).into()),
     }
 }
 
@@ -463,11 +500,7 @@ fn measure(
             )
         }
         Workload::Bulk { streams } => {
-            let server = match arm {
-                Arm::TrellisMtls => "mserver",
-                Arm::TrellisTcp => "tserver",
-                _ => "pserver",
-            };
+            let server = placement(arm).1;
             let (client, addr) = target(t, arm, IPERF_PORT);
             let s = t.pod(server);
             let mut iperf_server = s
