@@ -620,3 +620,51 @@ fn servers_see_the_client_pods_address() {
     assert!(!out.status.success(), "b's allow-list admitted c");
     assert_eq!(b_peers.len(), 1);
 }
+
+/// A captured connect whose handshake fails (here the proxy's SYN-ACKs never reach the pod)
+/// leaves no original-destination entry behind: the kernel removes it when the socket gives
+/// up, instead of leaving it in the LRU shared by every pod, where entries of failed connects
+/// pushed out those of connects still in flight. Without the STATE_CB cleanup the entry
+/// stayed until evicted.
+#[test]
+fn failed_connects_leave_no_in_flight_entry() {
+    let t = enrolled_pair("failed_connect_cleanup", &[]);
+    let (a, b) = (t.pod("a"), t.pod("b"));
+    let n1 = t.node("n1");
+    let rules = format!(
+        "table ip drop_synack {{\n chain input {{\n  type filter hook input priority 0; policy accept;\n  \
+         ip saddr {} tcp sport 15001 drop\n }}\n}}\n",
+        n1.addr
+    );
+    let mut nft = a
+        .netns
+        .command("nft", &a.cgroup)
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
+    assert!(nft.wait().unwrap().success());
+
+    let out = curl_in(
+        &t,
+        "a",
+        &["--connect-timeout", "1", &format!("http://{}:8080/", b.addr)],
+    );
+    assert!(!out.status.success());
+    let mesh = n1.mesh();
+    assert!(
+        mesh.counter("tuple_recorded") >= 1,
+        "the connect was not captured"
+    );
+    let gone = eventually(Duration::from_secs(3), || {
+        let dp = mesh.admin("/datapath");
+        dp["orig_dst"].as_array().is_some_and(Vec::is_empty).then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "the failed connect's entry stayed: {}",
+        mesh.admin("/datapath")["orig_dst"]
+    );
+}
