@@ -125,6 +125,31 @@ impl Netns {
         NetnsPath(self.path()).command(program, cgroup)
     }
 
+    /// Applies an nftables script inside this namespace (`nft -f -`), failing with nft's
+    /// complaint.
+    pub fn nft(&self, script: &str) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name, "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("running nft (cargo xtask setup installs nftables): {e}"))?;
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(script.as_bytes())?;
+        let out = child.wait_with_output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "nft in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    }
+
     /// A TCP counter once it stopped moving (unchanged over 300 ms, for at most 3 s): the
     /// baseline for "nothing more arrives", after the last segments of earlier connections.
     pub fn settled_tcp_counter(&self, name: &'static str) -> u64 {

@@ -22,27 +22,27 @@ pub struct MeshNode {
     admin: Netns,
 }
 
-/// The `mesh-node` binary: `$TRELLIS_NODE_BIN`, or the one built in the same target
-/// directory as the running executable (a test in `target/<profile>/deps/`, or xtask in
-/// `target/<profile>/`). `cargo xtask test` builds it first.
+/// The `mesh-node` binary: `$TRELLIS_NODE_BIN`, or the one built next to the running
+/// executable (see [`built_binary`]). `cargo xtask test` builds it first.
 pub fn binary() -> PathBuf {
-    if let Some(bin) = std::env::var_os("TRELLIS_NODE_BIN") {
-        return PathBuf::from(bin);
+    match std::env::var_os("TRELLIS_NODE_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => built_binary("mesh-node"),
     }
+}
+
+/// A binary of the workspace built in the same target directory as the running executable
+/// (a test in `target/<profile>/deps/`, or xtask in `target/<profile>/`).
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("running executable");
-    let candidates: Vec<PathBuf> = exe
-        .ancestors()
-        .skip(1)
-        .take(2)
-        .map(|d| d.join("mesh-node"))
-        .collect();
+    let candidates: Vec<PathBuf> = exe.ancestors().skip(1).take(2).map(|d| d.join(name)).collect();
     candidates
         .iter()
         .find(|b| b.is_file())
         .cloned()
         .unwrap_or_else(|| {
             panic!(
-                "mesh-node is not built next to {}: run `cargo build -p mesh-node` (or `cargo xtask test`)",
+                "{name} is not built next to {}: run `cargo build --bins` (or `cargo xtask test`)",
                 exe.display()
             )
         })

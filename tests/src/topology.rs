@@ -342,6 +342,33 @@ impl Pod {
         std::net::Ipv6Addr::new(0xfd00, self.node_index.into(), self.index.into(), 0, 0, 0, 0, 2)
     }
 
+    /// `probe hold n addr` in the pod (its cgroup: captured like its workload): `n`
+    /// connections to a line echo server at `addr`, each checked with one exchange, held
+    /// until the returned process's stdin closes. Fails with the probe's complaint when it
+    /// could not open them all.
+    pub fn hold(&self, n: usize, addr: std::net::SocketAddr) -> anyhow::Result<std::process::Child> {
+        use std::io::{BufRead as _, BufReader};
+        let mut held = self
+            .netns
+            .command(crate::node::built_binary("probe"), &self.cgroup)
+            .args(["hold", &n.to_string(), &addr.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(held.stdout.take().expect("piped stdout")).read_line(&mut line)?;
+        if line != format!("held {n}\n") {
+            let _ = held.kill();
+            let out = held.wait_with_output()?;
+            bail!(
+                "probe hold {n} {addr}: {line:?} {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(held)
+    }
+
     /// `curl` from inside the pod, as a captured process would run it.
     pub fn curl(&self, url: &str) -> std::process::Output {
         self.netns
@@ -620,8 +647,7 @@ fn kube_proxy_dnat(
     port: u16,
     backend: std::net::SocketAddrV4,
 ) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let script = format!(
+    ns.nft(&format!(
         "table ip kube-proxy {{
   chain prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}
   chain output {{ type nat hook output priority -100; policy accept; }}
@@ -629,21 +655,7 @@ fn kube_proxy_dnat(
 add rule ip kube-proxy prerouting ip daddr {ip} tcp dport {port} dnat to {backend}
 add rule ip kube-proxy output ip daddr {ip} tcp dport {port} dnat to {backend}
 "
-    );
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .context("running nft (cargo xtask setup installs nftables)")?;
-    child
-        .stdin
-        .take()
-        .context("nft stdin")?
-        .write_all(script.as_bytes())?;
-    if !child.wait()?.success() {
-        bail!("nft refused the kube-proxy rules for {ip}:{port} in {}", ns.name);
-    }
-    Ok(())
+    ))
 }
 
 /// Removes a cgroup directory tree bottom-up (cgroupfs only allows rmdir of empty groups).

@@ -377,25 +377,12 @@ fn ready_goes_false_while_enrollment_is_stalled() {
 /// while another pod still gets through. Without the bound the sixth connection was held.
 #[test]
 fn one_pod_cannot_exhaust_the_proxy() {
-    use std::io::{BufRead as _, BufReader};
     let t = enrolled_pair("pod_connection_limit", &["--max-connections-per-pod", "5"]);
     let (a, b) = (t.pod("a"), t.pod("b"));
     servers::echo(&b.netns, 7000);
     let _http_a = servers::http(&a.netns, 8080);
     let _http_b = servers::http(&b.netns, 8080);
-    let mut held = a
-        .netns
-        .command(env!("CARGO_BIN_EXE_probe"), &a.cgroup)
-        .args(["hold", "5", &format!("{}:7000", b.addr)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(held.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "held 5\n");
+    let mut held = a.hold(5, (b.addr, 7000).into()).unwrap();
 
     // The sixth from a is refused; b, another pod, is not affected.
     let out = a.curl(&format!("http://{}:7000/", b.addr));
@@ -581,16 +568,7 @@ fn servers_see_the_client_pods_address() {
              tcp dport 8080 ip saddr != {} drop\n }}\n}}\n",
             a.addr
         );
-        let mut nft = pod
-            .netns
-            .command("nft", &pod.cgroup)
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
-        assert!(nft.wait().unwrap().success());
+        pod.netns.nft(&rules).unwrap();
     }
     let (b_peers, e_peers) = (servers::http(&b.netns, 8080), servers::http(&e.netns, 8080));
 
@@ -636,16 +614,7 @@ fn failed_connects_leave_no_in_flight_entry() {
          ip saddr {} tcp sport 15001 drop\n }}\n}}\n",
         n1.addr
     );
-    let mut nft = a
-        .netns
-        .command("nft", &a.cgroup)
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    nft.stdin.take().unwrap().write_all(rules.as_bytes()).unwrap();
-    assert!(nft.wait().unwrap().success());
+    a.netns.nft(&rules).unwrap();
 
     let out = curl_in(
         &t,

@@ -706,29 +706,11 @@ fn controller_down_keeps_certificates_serving() {
 /// allows 256 concurrent streams per connection) and the probe's exchange on it timed out.
 #[test]
 fn a_full_tunnel_connection_opens_another_instead_of_waiting() {
-    use std::io::{BufRead as _, BufReader};
     let t = two_nodes("tunnel_pool_full", None);
     let (a, e) = (t.pod("a"), t.pod("e"));
     servers::echo(&e.netns, 7000);
     servers::http(&e.netns, 8080);
-    let mut held = a
-        .netns
-        .command(env!("CARGO_BIN_EXE_probe"), &a.cgroup)
-        .args(["hold", "260", &format!("{}:7000", e.addr)])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(held.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    if line != "held 260\n" {
-        let _ = held.kill();
-        let out = held.wait_with_output().unwrap();
-        panic!("probe: {line:?} {}", String::from_utf8_lossy(&out.stderr));
-    }
+    let mut held = a.hold(260, (e.addr, 7000).into()).unwrap();
     let stats = t.node("n1").mesh().admin("/stats");
     assert_eq!(
         stats["proxy"]["tunnel_connections_opened"], 2,

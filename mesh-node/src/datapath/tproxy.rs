@@ -112,47 +112,31 @@ fn add_elements(pods: &BTreeSet<Ipv4Addr>) -> String {
 }
 
 fn nft(script: &str) -> Result<(), Error> {
-    let command = "nft -f -".to_string();
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
+    run("nft", &["-f", "-"], Some(script))
+}
+
+fn ip(args: &[&str]) -> Result<(), Error> {
+    run("ip", args, None)
+}
+
+/// Runs `program args` (with `stdin` written to it), failing with what it printed.
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> Result<(), Error> {
+    let command = format!("{program} {}", args.join(" "));
+    let spawn_error = |source| Error::Spawn {
+        command: command.clone(),
+        source,
+    };
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|source| Error::Spawn {
-                command: command.clone(),
-                source,
-            })?;
+        .map_err(spawn_error)?;
+    if let (Some(mut pipe), Some(text)) = (child.stdin.take(), stdin) {
+        pipe.write_all(text.as_bytes()).map_err(spawn_error)?;
     }
-    let out = child.wait_with_output().map_err(|source| Error::Spawn {
-        command: command.clone(),
-        source,
-    })?;
-    if !out.status.success() {
-        return Err(Error::Failed {
-            command,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
-}
-
-fn ip(args: &[&str]) -> Result<(), Error> {
-    let command = format!("ip {}", args.join(" "));
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|source| Error::Spawn {
-            command: command.clone(),
-            source,
-        })?;
+    let out = child.wait_with_output().map_err(spawn_error)?;
     if !out.status.success() {
         return Err(Error::Failed {
             command,
