@@ -205,7 +205,7 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Object>, SourceError> {
 }
 
 /// Deserialises with the path of the failing field in the error ("spec.mtls.mode: ...").
-pub(crate) fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, String> {
+pub(crate) fn typed<T: DeserializeOwned>(value: serde_yaml_ng::Value) -> Result<T, String> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
@@ -219,7 +219,7 @@ pub(crate) fn typed<T: DeserializeOwned>(value: serde_yaml::Value) -> Result<T, 
 /// Parses the documents of one file. `path` is only used in errors.
 pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, SourceError> {
     let mut objects = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let invalid = |e: ObjectError| SourceError::Invalid {
             path: path.into(),
             document: i + 1,
@@ -227,7 +227,7 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Object>, SourceErr
             message: e.message,
         };
         // Syntax errors carry their line here.
-        let value = serde_yaml::Value::deserialize(doc).map_err(|e| {
+        let value = serde_yaml_ng::Value::deserialize(doc).map_err(|e| {
             invalid(ObjectError {
                 object: String::new(),
                 message: e.to_string(),
@@ -249,8 +249,8 @@ pub struct ObjectError {
 }
 
 /// Parses one object, whatever its source (a YAML document, or the API server's JSON
-/// converted with `serde_yaml::to_value`). `order` is its position in the source.
-pub fn parse_object(value: serde_yaml::Value, order: usize) -> Result<Object, ObjectError> {
+/// converted with `serde_yaml_ng::to_value`). `order` is its position in the source.
+pub fn parse_object(value: serde_yaml_ng::Value, order: usize) -> Result<Object, ObjectError> {
     let err = |object: String, message: String| ObjectError { object, message };
     let header: Header = typed(value.clone()).map_err(|e| err(String::new(), e))?;
     let kind = header
@@ -296,7 +296,11 @@ pub(crate) fn meta(m: Metadata, order: usize) -> Meta {
 }
 
 /// An Istio object of kind `S`, typed and validated as Istio validates it.
-fn istio<S: Kind>(value: serde_yaml::Value, api_version: &str, order: usize) -> Result<Resource<S>, String> {
+fn istio<S: Kind>(
+    value: serde_yaml_ng::Value,
+    api_version: &str,
+    order: usize,
+) -> Result<Resource<S>, String> {
     if !S::accepts(api_version) {
         let versions: Vec<String> = S::VERSIONS.iter().map(|v| format!("{}/{v}", S::GROUP)).collect();
         return Err(format!(

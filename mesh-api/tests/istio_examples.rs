@@ -44,7 +44,7 @@ fn istio_examples_parse_and_round_trip() {
                 continue;
             }
         };
-        let written: Vec<serde_json::Value> = serde_yaml::Deserializer::from_str(&text)
+        let written: Vec<serde_json::Value> = serde_yaml_ng::Deserializer::from_str(&text)
             .map(|d| serde::Deserialize::deserialize(d).unwrap())
             .filter(|v: &serde_json::Value| !v.is_null())
             .collect();

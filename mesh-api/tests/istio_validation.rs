@@ -108,7 +108,7 @@ fn istio_validation_data_passes_whole() {
         let text = std::fs::read_to_string(file).unwrap();
         for (i, doc) in documents(&text).into_iter().enumerate() {
             let at = format!("{name} document {}", i + 1);
-            let mut value = match serde_yaml::from_str::<serde_yaml::Value>(doc) {
+            let mut value = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(doc) {
                 Ok(v) if v.is_null() => continue, // only comments, or empty
                 Ok(v) => v,
                 Err(e) if YAML_DIVERGENCES.contains(&(name.as_str(), i + 1)) => {

@@ -24,7 +24,7 @@ impl NodeTokens {
             message,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let by_node: BTreeMap<String, String> = serde_yaml::from_str(&text)
+        let by_node: BTreeMap<String, String> = serde_yaml_ng::from_str(&text)
             .map_err(|e| err(format!("expected a YAML map of node name to token: {e}")))?;
         if let Some((node, _)) = by_node.iter().find(|(_, t)| t.len() < 16) {
             return Err(err(format!(

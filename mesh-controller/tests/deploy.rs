@@ -15,10 +15,10 @@ const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
 fn documents<T: serde::de::DeserializeOwned>(file: &str, kind: &str) -> Vec<T> {
     let path = format!("{DEPLOY}/{file}");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| serde_yaml::Value::deserialize(doc).unwrap())
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| serde_yaml_ng::Value::deserialize(doc).unwrap())
         .filter(|v| v.get("kind").and_then(|k| k.as_str()) == Some(kind))
-        .map(|v| serde_yaml::from_value(v).unwrap_or_else(|e| panic!("{path}: {kind}: {e}")))
+        .map(|v| serde_yaml_ng::from_value(v).unwrap_or_else(|e| panic!("{path}: {kind}: {e}")))
         .collect()
 }
 

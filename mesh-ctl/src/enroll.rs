@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 use mesh_api::selection::MESH_LABEL;
-use serde_yaml::Value;
+use serde_yaml_ng::Value;
 
 use crate::documents;
 
@@ -47,7 +47,7 @@ fn edit_dir(dir: &Path, namespace: &str, enroll: bool) -> anyhow::Result<String>
     for file in documents::yaml_files(dir)? {
         let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         for doc in documents::split(&text) {
-            let Ok(mut value) = serde_yaml::from_str::<Value>(doc.text(&text)) else {
+            let Ok(mut value) = serde_yaml_ng::from_str::<Value>(doc.text(&text)) else {
                 continue;
             };
             if value["kind"].as_str() != Some("Namespace")
@@ -65,7 +65,7 @@ fn edit_dir(dir: &Path, namespace: &str, enroll: bool) -> anyhow::Result<String>
             }
             let mut edited = String::with_capacity(text.len() + 64);
             edited.push_str(&text[..doc.range.start]);
-            edited.push_str(&serde_yaml::to_string(&value)?);
+            edited.push_str(&serde_yaml_ng::to_string(&value)?);
             edited.push_str(&text[doc.range.end..]);
             write_atomically(&file, &edited)?;
             return Ok(format!(

@@ -14,7 +14,7 @@ pub enum Format {
 pub fn print_machine<T: Serialize>(format: Format, value: &T) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        Format::Yaml => print!("{}", serde_yaml::to_string(value)?),
+        Format::Yaml => print!("{}", serde_yaml_ng::to_string(value)?),
         Format::Human => unreachable!("human output is rendered by each command"),
     }
     Ok(())

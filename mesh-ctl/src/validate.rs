@@ -75,10 +75,10 @@ pub fn check(inputs: &[Input]) -> (Vec<Report>, Vec<Object>) {
                 ok: false,
                 error: None,
             };
-            let value: serde_yaml::Value = match serde_yaml::from_str(doc.text(&input.text)) {
+            let value: serde_yaml_ng::Value = match serde_yaml_ng::from_str(doc.text(&input.text)) {
                 Ok(v) => v,
                 Err(e) => {
-                    // serde_yaml counts from the document's first line; report file lines.
+                    // serde_yaml_ng counts from the document's first line; report file lines.
                     let mut message = e.to_string();
                     if let Some(loc) = e.location() {
                         let line = doc.first_line + loc.line() - 1;
@@ -116,7 +116,7 @@ pub fn check(inputs: &[Input]) -> (Vec<Report>, Vec<Object>) {
     (reports, objects)
 }
 
-/// Adds `offset` to every `at line N` of a serde_yaml message (it counts from the
+/// Adds `offset` to every `at line N` of a serde_yaml_ng message (it counts from the
 /// document's first line; the operator counts from the file's).
 fn shift_lines(message: &str, offset: usize) -> String {
     let mut out = String::new();

@@ -76,7 +76,7 @@ fn validate_reports_each_document_with_its_line() {
         out.contains("bad.yaml:6 (PeerAuthentication loose): spec.mtls.mode"),
         "{out}"
     );
-    // serde_yaml notices the unclosed mapping at the end of the file (line 16).
+    // serde_yaml_ng notices the unclosed mapping at the end of the file (line 16).
     assert!(out.contains("bad.yaml:16: YAML syntax:"), "{out}");
     assert!(out.contains("flow mapping at line 15 column 11"), "{out}");
     assert!(out.contains("2 of 5 documents invalid"), "{out}");
@@ -141,7 +141,7 @@ fn enroll_edits_only_the_namespace_document() {
     assert_eq!(docs.len(), 3, "{edited}");
     assert_eq!(docs[0], OTHER_DOCS);
     assert_eq!(docs[2], OTHER_DOCS);
-    let ns: serde_yaml::Value = serde_yaml::from_str(docs[1]).unwrap();
+    let ns: serde_yaml_ng::Value = serde_yaml_ng::from_str(docs[1]).unwrap();
     assert_eq!(
         ns["metadata"]["labels"]["trellis.dev/mesh"].as_str(),
         Some("enabled")
@@ -169,7 +169,7 @@ fn enroll_edits_only_the_namespace_document() {
     );
     let out = mesh_ctl(&["enroll", "books", "--config-dir", d]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let created: serde_yaml::Value = serde_yaml::from_str(&dir.read("namespace-books.yaml")).unwrap();
+    let created: serde_yaml_ng::Value = serde_yaml_ng::from_str(&dir.read("namespace-books.yaml")).unwrap();
     assert_eq!(created["metadata"]["name"].as_str(), Some("books"));
     assert_eq!(
         created["metadata"]["labels"]["trellis.dev/mesh"].as_str(),
@@ -421,7 +421,7 @@ async fn status_and_proxy_config_read_a_real_controller() {
     );
 
     let yaml = tokio::task::block_in_place(|| controller.ctl(&["proxy-config", "n1", "all", "-o", "yaml"]));
-    let dump: mesh_api::status::ConfigDump = serde_yaml::from_slice(&yaml.stdout).unwrap();
+    let dump: mesh_api::status::ConfigDump = serde_yaml_ng::from_slice(&yaml.stdout).unwrap();
     assert_eq!(dump.config.workloads.len(), 1);
 
     let out = tokio::task::block_in_place(|| controller.ctl(&["analyze", "--cluster"]));

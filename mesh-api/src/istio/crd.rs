@@ -78,7 +78,7 @@ pub fn crd<K: Kind>() -> Value {
 /// `<plural>.<group>.yaml`.
 pub fn all() -> Vec<(String, String)> {
     fn one<K: Kind>() -> (String, String) {
-        let yaml = serde_yaml::to_string(&crd::<K>()).expect("a CRD serialises to YAML");
+        let yaml = serde_yaml_ng::to_string(&crd::<K>()).expect("a CRD serialises to YAML");
         (
             format!("{}.{}.yaml", K::PLURAL, K::GROUP),
             format!("{HEADER}{yaml}"),
@@ -430,7 +430,7 @@ mod tests {
     fn every_crd_is_structural() {
         let mut found = Vec::new();
         for (file, yaml) in all() {
-            let crd: Value = serde_yaml::from_str(&yaml).unwrap();
+            let crd: Value = serde_yaml_ng::from_str(&yaml).unwrap();
             for version in crd["spec"]["versions"].as_array().unwrap() {
                 let schema = &version["schema"]["openAPIV3Schema"];
                 violations(schema, &format!("{file} {}", version["name"]), &mut found);

@@ -199,7 +199,7 @@ fn ipv4(field: &str, value: &str) -> Result<Ipv4Addr, String> {
 }
 
 /// Parses a core kind; `None` for kinds that are not core kinds Trellis reads.
-pub(super) fn parse(kind: &str, value: serde_yaml::Value, order: usize) -> Option<Result<Object, String>> {
+pub(super) fn parse(kind: &str, value: serde_yaml_ng::Value, order: usize) -> Option<Result<Object, String>> {
     Some(match kind {
         "Namespace" => typed::<Doc<Ignored, Ignored>>(value).map(|doc| {
             Object::Namespace(Namespace {

@@ -333,7 +333,7 @@ impl State {
                         None => format!("{} {name}", resource.kind),
                     }
                 };
-                let parsed = serde_yaml::to_value(&*object)
+                let parsed = serde_yaml_ng::to_value(&*object)
                     .map_err(|e| e.to_string())
                     .and_then(|value| {
                         mesh_api::objects::parse_object(value, snapshot.objects.len()).map_err(|e| e.message)

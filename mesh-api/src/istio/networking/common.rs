@@ -127,7 +127,7 @@ pub enum StringMatch {
 }
 
 /// `StringMatch` as written. (A plain externally tagged enum would do for JSON, but
-/// serde_yaml reads enums from YAML tags, `!exact x`, not from one-key maps.)
+/// serde_yaml_ng reads enums from YAML tags, `!exact x`, not from one-key maps.)
 #[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[schemars(rename = "StringMatch")]
@@ -626,7 +626,7 @@ mod tests {
 
     #[test]
     fn string_match_is_a_one_key_map() {
-        let m: StringMatch = serde_yaml::from_str("{prefix: /api}").unwrap();
+        let m: StringMatch = serde_yaml_ng::from_str("{prefix: /api}").unwrap();
         assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"prefix":"/api"}"#);
         assert_eq!(m, StringMatch::Prefix("/api".into()));
         assert!(serde_json::from_str::<StringMatch>(r#"{"exact": "a", "prefix": "b"}"#).is_err());

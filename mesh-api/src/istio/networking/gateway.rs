@@ -358,7 +358,7 @@ mod tests {
 
     fn errors(servers: &str) -> Vec<String> {
         let spec: GatewaySpec =
-            serde_yaml::from_str(&format!("{{selector: {{app: gw}}, servers: {servers}}}")).unwrap();
+            serde_yaml_ng::from_str(&format!("{{selector: {{app: gw}}, servers: {servers}}}")).unwrap();
         spec.field_errors().iter().map(ToString::to_string).collect()
     }
 

@@ -293,7 +293,7 @@ mod tests {
     use test_case::test_case;
 
     fn errors(yaml: &str) -> Vec<String> {
-        let spec: ServiceEntrySpec = serde_yaml::from_str(yaml).unwrap();
+        let spec: ServiceEntrySpec = serde_yaml_ng::from_str(yaml).unwrap();
         spec.field_errors().iter().map(ToString::to_string).collect()
     }
 

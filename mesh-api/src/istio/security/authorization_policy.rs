@@ -531,7 +531,7 @@ mod tests {
     use test_case::test_case;
 
     fn errors(spec: &str) -> Vec<String> {
-        let spec: AuthorizationPolicySpec = serde_yaml::from_str(spec).expect("parses");
+        let spec: AuthorizationPolicySpec = serde_yaml_ng::from_str(spec).expect("parses");
         spec.field_errors().into_iter().map(|e| e.path).collect()
     }
 
@@ -609,13 +609,13 @@ mod tests {
 
     #[test]
     fn messages_say_what_to_do() {
-        let spec: AuthorizationPolicySpec = serde_yaml::from_str("{action: DENY}").unwrap();
+        let spec: AuthorizationPolicySpec = serde_yaml_ng::from_str("{action: DENY}").unwrap();
         assert!(spec.field_errors()[0].message.contains("add `rules: [{}]`"));
     }
 
     #[test]
     fn action_defaults_to_allow_and_round_trips_absent() {
-        let spec: AuthorizationPolicySpec = serde_yaml::from_str("{rules: [{}]}").unwrap();
+        let spec: AuthorizationPolicySpec = serde_yaml_ng::from_str("{rules: [{}]}").unwrap();
         assert_eq!(spec.action(), Action::Allow);
         assert_eq!(
             serde_json::to_value(&spec).unwrap(),
@@ -625,9 +625,9 @@ mod tests {
 
     #[test]
     fn unknown_actions_and_fields_are_refused() {
-        let e = serde_yaml::from_str::<AuthorizationPolicySpec>("{action: allow}").unwrap_err();
+        let e = serde_yaml_ng::from_str::<AuthorizationPolicySpec>("{action: allow}").unwrap_err();
         assert!(e.to_string().contains("unknown variant `allow`"), "{e}");
-        let e = serde_yaml::from_str::<AuthorizationPolicySpec>(
+        let e = serde_yaml_ng::from_str::<AuthorizationPolicySpec>(
             "{rules: [{from: [{source: {principal: [a]}}]}]}",
         )
         .unwrap_err();

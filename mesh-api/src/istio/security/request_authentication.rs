@@ -292,7 +292,7 @@ mod tests {
 
     fn errors(rule: &str) -> Vec<String> {
         let spec: RequestAuthenticationSpec =
-            serde_yaml::from_str(&format!("jwtRules:\n- {rule}")).expect("parses");
+            serde_yaml_ng::from_str(&format!("jwtRules:\n- {rule}")).expect("parses");
         spec.field_errors().into_iter().map(|e| e.path).collect()
     }
 
@@ -332,17 +332,18 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        let e = serde_yaml::from_str::<RequestAuthenticationSpec>("jwtRules: [{issuer: a, jwksURI: x}]")
+        let e = serde_yaml_ng::from_str::<RequestAuthenticationSpec>("jwtRules: [{issuer: a, jwksURI: x}]")
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `jwksURI`"), "{e}");
     }
 
     #[test]
     fn presence_is_optional_or_required() {
-        let err =
-            serde_yaml::from_str::<RequestAuthenticationSpec>("jwtRules: [{issuer: a, presence: MANDATORY}]")
-                .unwrap_err()
-                .to_string();
+        let err = serde_yaml_ng::from_str::<RequestAuthenticationSpec>(
+            "jwtRules: [{issuer: a, presence: MANDATORY}]",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown variant `MANDATORY`"), "{err}");
     }
 }

@@ -477,7 +477,7 @@ mod tests {
     use test_case::test_case;
 
     fn errors(yaml: &str) -> Vec<String> {
-        let spec: DestinationRuleSpec = serde_yaml::from_str(yaml).unwrap();
+        let spec: DestinationRuleSpec = serde_yaml_ng::from_str(yaml).unwrap();
         spec.field_errors().iter().map(ToString::to_string).collect()
     }
 
@@ -506,7 +506,7 @@ mod tests {
 
     #[test]
     fn oneofs_refuse_two_members() {
-        let e = serde_yaml::from_str::<LoadBalancerSettings>(
+        let e = serde_yaml_ng::from_str::<LoadBalancerSettings>(
             "{simple: ROUND_ROBIN, consistentHash: {useSourceIp: true}}",
         )
         .unwrap_err();
@@ -514,10 +514,10 @@ mod tests {
             e.to_string().contains("only one of simple or consistentHash"),
             "{e}"
         );
-        let e =
-            serde_yaml::from_str::<ConsistentHashLb>("{useSourceIp: true, httpHeaderName: x}").unwrap_err();
+        let e = serde_yaml_ng::from_str::<ConsistentHashLb>("{useSourceIp: true, httpHeaderName: x}")
+            .unwrap_err();
         assert!(e.to_string().contains("only one of httpHeaderName"), "{e}");
-        let lb: LoadBalancerSettings = serde_yaml::from_str(
+        let lb: LoadBalancerSettings = serde_yaml_ng::from_str(
             "{consistentHash: {httpCookie: {name: user, ttl: 0s}, ringHash: {minimumRingSize: 1024}}}",
         )
         .unwrap();

@@ -581,7 +581,7 @@ mod tests {
     use test_case::test_case;
 
     fn errors(yaml: &str) -> Vec<String> {
-        let spec: VirtualServiceSpec = serde_yaml::from_str(yaml).unwrap();
+        let spec: VirtualServiceSpec = serde_yaml_ng::from_str(yaml).unwrap();
         spec.field_errors().iter().map(ToString::to_string).collect()
     }
 
@@ -617,12 +617,12 @@ mod tests {
 
     #[test]
     fn oneofs_refuse_two_members() {
-        let e =
-            serde_yaml::from_str::<HttpRedirect>("{port: 8080, derivePort: FROM_REQUEST_PORT}").unwrap_err();
+        let e = serde_yaml_ng::from_str::<HttpRedirect>("{port: 8080, derivePort: FROM_REQUEST_PORT}")
+            .unwrap_err();
         assert!(e.to_string().contains("only one of port or derivePort"), "{e}");
-        let e = serde_yaml::from_str::<Abort>("{httpStatus: 500, grpcStatus: UNAVAILABLE}").unwrap_err();
+        let e = serde_yaml_ng::from_str::<Abort>("{httpStatus: 500, grpcStatus: UNAVAILABLE}").unwrap_err();
         assert!(e.to_string().contains("only one of httpStatus"), "{e}");
-        let d: Delay = serde_yaml::from_str("{fixedDelay: 5s, percentage: {value: 10}}").unwrap();
+        let d: Delay = serde_yaml_ng::from_str("{fixedDelay: 5s, percentage: {value: 10}}").unwrap();
         assert_eq!(d.delay, Some(DelayType::FixedDelay(Duration("5s".into()))));
     }
 
