@@ -5,7 +5,10 @@
 //! Enforcement is observed through PeerAuthentication: a non-mesh pod (`legacy/c`) reaches
 //! `shop/b` in plaintext unless a STRICT policy is in force on the node.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 use tests::{controller, eventually, ok_body, servers, topology::Topology};
@@ -288,4 +291,95 @@ fn an_update_a_node_cannot_apply_is_nacked_and_the_last_good_config_stays() {
         "no clean version after the fix: {}",
         syncz(&t)
     );
+}
+
+#[test]
+fn sigterm_ends_the_config_streams_and_the_controller_exits_while_traffic_flows() {
+    let mut t = cluster("cp_sigterm", true);
+    let e_url = format!("http://{}:8080/", t.pod("e").addr);
+    let b_url = format!("http://{}:8080/", t.pod("b").addr);
+    assert!(
+        eventually(Duration::from_secs(5), || (in_sync(&t, "n1")
+            && in_sync(&t, "n2"))
+        .then_some(()))
+        .is_some(),
+        "{}",
+        syncz(&t)
+    );
+    let before = [version(&t, "n1"), version(&t, "n2")];
+
+    // SIGTERM while both nodes hold their streams: the controller must be gone within 5 s (a
+    // bounded wait, polled every 50 ms), while a client in a keeps requesting e, on the
+    // other node, through the tunnel.
+    let mut controller = t.controller.take().expect("controller");
+    let stop = AtomicBool::new(false);
+    let (exited, requests) = std::thread::scope(|s| {
+        let traffic = s.spawn(|| {
+            let mut outputs = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                outputs.push(t.pod("a").curl(&e_url));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            outputs
+        });
+        controller.terminate();
+        let exited = controller.wait_exit(Duration::from_secs(5));
+        stop.store(true, Ordering::Relaxed);
+        (exited, traffic.join().expect("traffic thread"))
+    });
+    let log = std::fs::read_to_string(&controller.log).unwrap_or_default();
+    t.controller = Some(controller);
+    let status =
+        exited.unwrap_or_else(|| panic!("the controller was still running 5 s after SIGTERM; log:\n{log}"));
+    assert!(
+        status.success(),
+        "the controller exited with {status}; log:\n{log}"
+    );
+    assert!(log.contains("ending the config stream"), "{log}");
+    assert!(!requests.is_empty());
+    for out in &requests {
+        ok_body(out);
+    }
+    eprintln!(
+        "controller exited after SIGTERM; {} requests through the mesh meanwhile, all answered",
+        requests.len()
+    );
+
+    // The nodes saw their streams end cleanly (not break), and keep their config.
+    for (node, before) in ["n1", "n2"].into_iter().zip(before) {
+        assert!(
+            eventually(Duration::from_secs(5), || (control(&t, node)["connected"]
+                == false)
+                .then_some(()))
+            .is_some(),
+            "{node} did not notice the end of its stream"
+        );
+        assert_eq!(version(&t, node), before, "{node} kept its config");
+        let node_log = t.node(node).mesh().log_text();
+        assert!(
+            !node_log.contains("config stream broke"),
+            "{node}: the stream should end, not break:\n{node_log}"
+        );
+    }
+    ok_body(&t.pod("a").curl(&e_url));
+    ok_body(&t.pod("a").curl(&b_url));
+
+    // The next controller: both nodes reconnect, say what they run, and get a full snapshot
+    // (a newer version).
+    t.restart_controller().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || (in_sync(&t, "n1")
+            && in_sync(&t, "n2"))
+        .then_some(()))
+        .is_some(),
+        "nodes did not reconnect: {}",
+        syncz(&t)
+    );
+    for (node, before) in ["n1", "n2"].into_iter().zip(before) {
+        let c = control(&t, node);
+        assert_eq!(c["connected"], true, "{c}");
+        assert!(c["version"].as_u64().unwrap() > before, "{node}: {c}");
+        assert_eq!(node_sync(&t, node)["applied_at_connect"], before);
+    }
+    ok_body(&t.pod("a").curl(&e_url));
 }
