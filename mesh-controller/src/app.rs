@@ -10,7 +10,8 @@ use std::{
 
 use mesh_api::{
     ca::istio_certificate_service_server::IstioCertificateServiceServer,
-    config_stream::config_discovery_server::ConfigDiscoveryServer, node_config::Options,
+    config_stream::{config_discovery_server::ConfigDiscoveryServer, MAX_MESSAGE_BYTES},
+    node_config::Options,
 };
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
@@ -91,7 +92,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tls_config(ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key)))?
         .add_service(IstioCertificateServiceServer::new(ca_service))
-        .add_service(ConfigDiscoveryServer::new(config_service))
+        // A full snapshot of a large cluster passes 4 MiB; the node raises its decoding
+        // limit to the same value.
+        .add_service(ConfigDiscoveryServer::new(config_service).max_encoding_message_size(MAX_MESSAGE_BYTES))
         // On SIGTERM/SIGINT: stop accepting, end every config stream (the sessions watch
         // `stop`), then let the open connections finish.
         .serve_with_shutdown(config.listen, async move {

@@ -11,7 +11,7 @@ use std::{
 use mesh_api::{
     config_stream::{
         config_discovery_client::ConfigDiscoveryClient, node_message::Message, Ack, ConfigUpdate, Hello,
-        Nack, NodeMessage,
+        Nack, NodeMessage, MAX_MESSAGE_BYTES,
     },
     node_config::NodeConfig,
 };
@@ -118,6 +118,8 @@ impl ControlClient {
             .metadata_mut()
             .insert("authorization", self.identities.bearer()?);
         let mut updates = ConfigDiscoveryClient::new(channel)
+            // A full snapshot of a large cluster passes tonic's 4 MiB default.
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .stream_config(request)
             .await
             .map_err(|s| {
