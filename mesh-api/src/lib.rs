@@ -22,4 +22,10 @@ pub mod ca {
 pub mod config_stream {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("trellis.config.v1");
+
+    /// The largest config stream message either end accepts, in bytes. An update carries
+    /// whole sections as JSON, and a full snapshot of a large cluster (every enrolled pod as
+    /// an endpoint, every service with its endpoints) passes tonic's 4 MiB default. The
+    /// controller is authenticated by TLS, so this bounds a bug, not an attacker.
+    pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 }

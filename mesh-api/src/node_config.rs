@@ -120,13 +120,11 @@ impl NodeConfig {
     }
 
     /// What a node checks before applying a config: things the compiler never produces but a
-    /// broken or foreign controller could.
+    /// broken or foreign controller could. Two workloads with one address are not refused
+    /// here: one bad workload must not cost the node the whole version, so enrollment skips
+    /// both and applies the rest (the compiler already leaves such pods out).
     pub fn validate(&self) -> Result<(), String> {
-        let mut ips = BTreeSet::new();
         for w in &self.workloads {
-            if !ips.insert(w.ip) {
-                return Err(format!("workloads: two workloads have the address {}", w.ip));
-            }
             if !w.netns.is_absolute() {
                 return Err(format!(
                     "workloads: {}: netns {} is not an absolute path",
@@ -281,10 +279,25 @@ impl std::fmt::Display for Diagnostic {
 }
 
 /// What the compiler cannot honour in `objects`, for the analysis: VirtualServices that
-/// lose a host to an older one, and workload-specific Sidecars (Trellis scopes egress per
-/// namespace). Pure.
+/// lose a host to an older one, workload-specific Sidecars (Trellis scopes egress per
+/// namespace), and pods of the mesh left out because another pod claims their address or
+/// network namespace. Pure.
 pub fn diagnostics(objects: &[Object], options: &Options) -> Vec<Diagnostic> {
     let mut out = routes::conflicts(objects, options);
+    let enrolled = selection::enrolled_namespaces(objects);
+    for (pod, clash) in selection::clashes(objects) {
+        if enrolled
+            .iter()
+            .any(|ns| pod.split_once('/').is_some_and(|(p, _)| p == *ns))
+        {
+            out.push(Diagnostic {
+                severity: Severity::Warning,
+                object: format!("Pod {pod}"),
+                field: clash.field,
+                message: format!("left out of the mesh: {}", clash.reason),
+            });
+        }
+    }
     for object in objects {
         if let Object::Sidecar(s) = object {
             if s.spec.workload_selector.is_some() && !s.spec.egress.is_empty() {
@@ -495,5 +508,63 @@ endpoints: [{addresses: [10.9.9.9]}, {addresses: [10.9.9.8], conditions: {ready:
             )
         );
         assert!(s.ports[0].endpoints[0].labels.is_empty());
+    }
+
+    #[test]
+    fn a_clash_skips_the_pods_involved_keeps_the_rest_and_is_reported() {
+        let yaml = r#"
+kind: Namespace
+metadata: {name: shop, labels: {trellis.dev/mesh: enabled}}
+---
+kind: Pod
+metadata: {name: done, namespace: shop, labels: {app: web}, annotations: {trellis.dev/netns: done}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.1.2, phase: Succeeded}
+---
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}, annotations: {trellis.dev/netns: web}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.1.2, phase: Running}
+---
+kind: Pod
+metadata: {name: a, namespace: shop, labels: {app: db}, annotations: {trellis.dev/netns: a}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.1.3}
+---
+kind: Pod
+metadata: {name: b, namespace: shop, labels: {app: db}, annotations: {trellis.dev/netns: b}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.1.3}
+---
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {clusterIP: 10.96.0.10, selector: {app: web}, ports: [{name: http, port: 80}]}
+"#;
+        let objs = objects(yaml);
+        let c = compile(&objs, "n1", &Options::default());
+        let workloads: Vec<String> = c.workloads.iter().map(Workload::key).collect();
+        assert_eq!(workloads, ["shop/web"]);
+        let skipped: Vec<&str> = c.skipped.iter().map(|s| s.pod.as_str()).collect();
+        assert_eq!(
+            skipped,
+            ["shop/a", "shop/b"],
+            "the completed pod is not even skipped"
+        );
+        assert!(c.validate().is_ok(), "the node accepts it: {:?}", c.validate());
+        let web = c.services.iter().find(|s| s.name == "shop/web").unwrap();
+        let pods: Vec<Option<&str>> = web.ports[0].endpoints.iter().map(|e| e.pod.as_deref()).collect();
+        assert_eq!(pods, [Some("shop/web")], "the completed pod is no endpoint");
+
+        let found: Vec<String> = diagnostics(&objs, &Options::default())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "warning: Pod shop/a status.podIP: left out of the mesh: its address 10.1.1.3 is also claimed by running pod shop/b: none of them is enrolled until only one has it (the mesh cannot tell which one does)",
+                "warning: Pod shop/b status.podIP: left out of the mesh: its address 10.1.1.3 is also claimed by running pod shop/a: none of them is enrolled until only one has it (the mesh cannot tell which one does)",
+            ]
+        );
     }
 }

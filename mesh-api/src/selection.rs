@@ -2,13 +2,21 @@
 //! enroll their pods; a pod label `trellis.dev/mesh=disabled` opts one out; hostNetwork pods
 //! cannot be captured. A pure function, so the node (which enrolls) and the controller
 //! (which issues identities only for enrolled pods of the asking node) decide alike.
+//!
+//! One bad pod never spoils the rest: completed pods (which keep their `status.podIP` after
+//! the address went to another pod) are left out entirely, and pods that clash with another
+//! one (one address, or one network namespace, claimed by two live pods) are skipped with
+//! the reason, while everything else is enrolled.
 
 use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::objects::NETNS_ANNOTATION;
-use crate::{identity::Identity, objects::Object};
+use crate::{
+    identity::Identity,
+    objects::{Object, Pod},
+};
 
 /// Namespace label that enrolls every pod in it.
 pub const MESH_LABEL: &str = "trellis.dev/mesh";
@@ -51,10 +59,9 @@ pub struct Selection {
     pub skipped: Vec<Skipped>,
 }
 
-/// Picks the pods of `node_name` that belong in the mesh. Pure: the same objects always give
-/// the same answer, so it is tested without a kernel.
-pub fn select(objects: &[Object], node_name: &str) -> Selection {
-    let enabled_namespaces: Vec<&str> = objects
+/// The namespaces labelled `trellis.dev/mesh=enabled`.
+pub fn enrolled_namespaces(objects: &[Object]) -> Vec<&str> {
+    objects
         .iter()
         .filter_map(|o| match o {
             Object::Namespace(ns) if ns.labels.get(MESH_LABEL).map(String::as_str) == Some("enabled") => {
@@ -62,13 +69,101 @@ pub fn select(objects: &[Object], node_name: &str) -> Selection {
             }
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Whether a pod has finished (`status.phase` `Succeeded` or `Failed`): nothing of it runs
+/// any more, and Kubernetes keeps it, with its `status.podIP`, until it is deleted, while the
+/// address may already be another pod's.
+pub fn is_completed(pod: &Pod) -> bool {
+    matches!(pod.phase.as_deref(), Some("Succeeded" | "Failed"))
+}
+
+/// Why a live pod cannot be told apart from another one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clash {
+    /// The field both pods share: `status.podIP`, or the netns annotation.
+    pub field: String,
+    pub reason: String,
+}
+
+/// Live pods (not completed, not hostNetwork) that share an address with another live pod
+/// anywhere in the cluster, or a network namespace with another live pod of their node, by
+/// `namespace/name`. Both (all) of them are skipped rather than one kept: the node and its
+/// peers trust the address-to-pod mapping (a connection's source identity, the tunnel's
+/// destination), and nothing in the objects says which pod really holds the address now (a
+/// newer pod may have it while the older one's status is stale, or the other way round), so
+/// picking either could give one pod's traffic the other's identity. In a healthy cluster such
+/// a clash lasts only until the kubelet reports the stale pod's status.
+pub fn clashes(objects: &[Object]) -> BTreeMap<String, Clash> {
+    let live = objects.iter().filter_map(|o| match o {
+        Object::Pod(p) if !p.host_network && !is_completed(p) => Some(p),
+        _ => None,
+    });
+    let mut by_ip: BTreeMap<Ipv4Addr, Vec<String>> = BTreeMap::new();
+    let mut by_netns: BTreeMap<(&str, &PathBuf), Vec<String>> = BTreeMap::new();
+    for pod in live {
+        let key = format!("{}/{}", pod.namespace, pod.name);
+        if let Some(ip) = pod.ip {
+            by_ip.entry(ip).or_default().push(key.clone());
+        }
+        if let (Some(node), Some(netns)) = (pod.node_name.as_deref(), &pod.netns) {
+            by_netns.entry((node, netns)).or_default().push(key);
+        }
+    }
+    let mut out = BTreeMap::new();
+    let others = |all: &[String], me: &str| {
+        all.iter()
+            .filter(|k| *k != me)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for ((_, netns), pods) in by_netns.iter().filter(|(_, pods)| pods.len() > 1) {
+        for pod in pods {
+            out.insert(
+                pod.clone(),
+                Clash {
+                    field: format!("metadata.annotations[{NETNS_ANNOTATION}]"),
+                    reason: format!(
+                        "its network namespace {} is also named by pod {}: none of them is enrolled until only one does",
+                        netns.display(),
+                        others(pods, pod)
+                    ),
+                },
+            );
+        }
+    }
+    // An address clash says more (and is the likelier one): it wins when a pod has both.
+    for (ip, pods) in by_ip.iter().filter(|(_, pods)| pods.len() > 1) {
+        for pod in pods {
+            out.insert(
+                pod.clone(),
+                Clash {
+                    field: "status.podIP".into(),
+                    reason: format!(
+                        "its address {ip} is also claimed by running pod {}: none of them is enrolled until only one has it (the mesh cannot tell which one does)",
+                        others(pods, pod)
+                    ),
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Picks the pods of `node_name` that belong in the mesh. Pure: the same objects always give
+/// the same answer, so it is tested without a kernel.
+pub fn select(objects: &[Object], node_name: &str) -> Selection {
+    let enabled_namespaces = enrolled_namespaces(objects);
+    let clashes = clashes(objects);
     let mut selection = Selection::default();
     for pod in objects.iter().filter_map(|o| match o {
         Object::Pod(p) => Some(p),
         _ => None,
     }) {
-        if pod.node_name.as_deref() != Some(node_name) {
+        // Completed pods run nothing: they are not workloads, not even skipped ones.
+        if pod.node_name.as_deref() != Some(node_name) || is_completed(pod) {
             continue;
         }
         let key = format!("{}/{}", pod.namespace, pod.name);
@@ -101,6 +196,10 @@ pub fn select(objects: &[Object], node_name: &str) -> Selection {
             )));
             continue;
         };
+        if let Some(clash) = clashes.get(&key) {
+            selection.skipped.push(skip(clash.reason.clone()));
+            continue;
+        }
         selection.enrolled.push(Workload {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
@@ -268,5 +367,119 @@ spec: {nodeName: node-1}
         assert!(reasons["shop/pending"].contains("podIP"));
         // Pods outside enrolled namespaces are simply not part of the mesh.
         assert!(!reasons.contains_key("legacy/old"));
+    }
+
+    /// web is running; job-1 ran to completion on the same node and kept the address web has
+    /// now; job-2 failed elsewhere; twin-a and twin-b (two nodes) both claim 10.1.9.9; ns-a
+    /// and ns-b name one network namespace; two hostNetwork agents share their node's address
+    /// (that is no clash); legacy/old, outside the mesh, claims lonely's address.
+    const CLASHES: &str = r#"
+kind: Namespace
+metadata: {name: shop, labels: {trellis.dev/mesh: enabled}}
+---
+kind: Namespace
+metadata: {name: legacy}
+---
+kind: Pod
+metadata: {name: job-1, namespace: shop, annotations: {trellis.dev/netns: job-1}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.1.2, phase: Succeeded}
+---
+kind: Pod
+metadata: {name: web, namespace: shop, annotations: {trellis.dev/netns: web}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.1.2, phase: Running}
+---
+kind: Pod
+metadata: {name: job-2, namespace: shop, annotations: {trellis.dev/netns: job-2}}
+spec: {nodeName: n2}
+status: {podIP: 10.2.1.7, phase: Failed}
+---
+kind: Pod
+metadata: {name: twin-a, namespace: shop, annotations: {trellis.dev/netns: twin-a}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.9.9, phase: Running}
+---
+kind: Pod
+metadata: {name: twin-b, namespace: shop, annotations: {trellis.dev/netns: twin-b}}
+spec: {nodeName: n2}
+status: {podIP: 10.1.9.9}
+---
+kind: Pod
+metadata: {name: ns-a, namespace: shop, annotations: {trellis.dev/netns: shared}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.1.3}
+---
+kind: Pod
+metadata: {name: ns-b, namespace: shop, annotations: {trellis.dev/netns: /run/netns/shared}}
+spec: {nodeName: n1}
+status: {podIP: 10.1.1.4}
+---
+kind: Pod
+metadata: {name: agent-1, namespace: shop}
+spec: {nodeName: n1, hostNetwork: true}
+status: {podIP: 198.18.0.1}
+---
+kind: Pod
+metadata: {name: agent-2, namespace: shop}
+spec: {nodeName: n1, hostNetwork: true}
+status: {podIP: 198.18.0.1}
+---
+kind: Pod
+metadata: {name: lonely, namespace: shop, annotations: {trellis.dev/netns: lonely}}
+spec: {nodeName: n2}
+status: {podIP: 10.2.1.5}
+---
+kind: Pod
+metadata: {name: old, namespace: legacy}
+spec: {nodeName: n2}
+status: {podIP: 10.2.1.5, phase: Running}
+"#;
+
+    fn reasons(sel: &Selection) -> BTreeMap<&str, &str> {
+        sel.skipped
+            .iter()
+            .map(|s| (s.pod.as_str(), s.reason.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn completed_pods_are_left_out_entirely() {
+        let objs = objects(CLASHES);
+        let n1 = select(&objs, "n1");
+        let names: Vec<String> = n1.enrolled.iter().map(Workload::key).collect();
+        assert_eq!(names, ["shop/web"], "web keeps the address job-1 used to have");
+        assert!(!reasons(&n1).contains_key("shop/job-1"));
+        assert!(!reasons(&select(&objs, "n2")).contains_key("shop/job-2"));
+        let eps = endpoints(&objs, "cluster.local");
+        assert_eq!(eps[&Ipv4Addr::new(10, 1, 1, 2)].workload, "shop/web");
+        assert!(!eps.contains_key(&Ipv4Addr::new(10, 2, 1, 7)));
+    }
+
+    #[test]
+    fn pods_that_share_an_address_or_a_netns_are_all_skipped_with_the_other_named() {
+        let objs = objects(CLASHES);
+        let n1 = select(&objs, "n1");
+        let n2 = select(&objs, "n2");
+        let (r1, r2) = (reasons(&n1), reasons(&n2));
+        assert!(
+            r1["shop/twin-a"].contains("address 10.1.9.9 is also claimed by running pod shop/twin-b"),
+            "{r1:?}"
+        );
+        assert!(r2["shop/twin-b"].contains("pod shop/twin-a"), "{r2:?}");
+        assert!(
+            r1["shop/ns-a"].contains("network namespace /run/netns/shared is also named by pod shop/ns-b"),
+            "{r1:?}"
+        );
+        assert!(r1["shop/ns-b"].contains("pod shop/ns-a"), "{r1:?}");
+        // A pod outside the mesh claiming a mesh pod's address counts too.
+        assert!(r2["shop/lonely"].contains("pod legacy/old"), "{r2:?}");
+        assert!(n2.enrolled.is_empty());
+        // hostNetwork pods share their node's address by design: no clash, the usual reason.
+        assert!(r1["shop/agent-1"].contains("hostNetwork"), "{r1:?}");
+        // None of them is anyone's endpoint.
+        let eps = endpoints(&objs, "cluster.local");
+        let ips: Vec<&Ipv4Addr> = eps.keys().collect();
+        assert_eq!(ips, [&Ipv4Addr::new(10, 1, 1, 2)]);
     }
 }

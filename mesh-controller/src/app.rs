@@ -10,7 +10,8 @@ use std::{
 
 use mesh_api::{
     ca::istio_certificate_service_server::IstioCertificateServiceServer,
-    config_stream::config_discovery_server::ConfigDiscoveryServer, node_config::Options,
+    config_stream::{config_discovery_server::ConfigDiscoveryServer, MAX_MESSAGE_BYTES},
+    node_config::Options,
 };
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
@@ -24,6 +25,11 @@ use crate::{
     source::{self, Snapshots},
     status_writer,
 };
+
+/// How long the server waits, after SIGTERM and once it has ended the config streams, for
+/// connections to finish (a CA request in flight, a node slow to read the end of its stream)
+/// before it stops anyway. Well inside Kubernetes' default 30 s grace period.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     mesh_api::crypto::install_default();
@@ -67,8 +73,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         default_ttl: Duration::from_secs(config.default_ttl_secs),
         max_ttl: Duration::from_secs(config.max_ttl_secs),
     };
+    let (stop, stopping) = tokio::sync::watch::channel(false);
     let config_service = ConfigService {
         tokens,
+        stopping: stopping.clone(),
         snapshots,
         options: Options {
             trust_domain: config.trust_domain.clone(),
@@ -78,15 +86,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         table,
     };
     tracing::info!(listen = %config.listen, server_name = %config.server_name, debug = %config.debug_addr, "config stream and CA starting");
-    Server::builder()
+    let serve = Server::builder()
         // Config streams live for days: pings find nodes that vanished without a FIN.
         .http2_keepalive_interval(Some(Duration::from_secs(15)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .tls_config(ServerTlsConfig::new().identity(TlsIdentity::from_pem(cert, key)))?
         .add_service(IstioCertificateServiceServer::new(ca_service))
-        .add_service(ConfigDiscoveryServer::new(config_service))
-        .serve_with_shutdown(config.listen, shutdown())
-        .await?;
+        // A full snapshot of a large cluster passes 4 MiB; the node raises its decoding
+        // limit to the same value.
+        .add_service(ConfigDiscoveryServer::new(config_service).max_encoding_message_size(MAX_MESSAGE_BYTES))
+        // On SIGTERM/SIGINT: stop accepting, end every config stream (the sessions watch
+        // `stop`), then let the open connections finish.
+        .serve_with_shutdown(config.listen, async move {
+            shutdown_signal().await;
+            tracing::info!("stopping: ending the config streams");
+            let _ = stop.send(true);
+        });
+    let mut stopping = stopping;
+    tokio::select! {
+        served = serve => served?,
+        () = async {
+            let _ = stopping.wait_for(|s| *s).await;
+            tokio::time::sleep(DRAIN_LIMIT).await;
+        } => tracing::warn!(limit_secs = DRAIN_LIMIT.as_secs(), "connections still open after the drain limit; stopping anyway"),
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -113,7 +136,7 @@ async fn report_diagnostics(
     }
 }
 
-async fn shutdown() {
+async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
     else {

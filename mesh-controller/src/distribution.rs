@@ -2,6 +2,11 @@
 //! compiled [`NodeConfig`] as a full snapshot, then only the sections that changed, each
 //! update with a new version. The node ACKs or NACKs each; the per-node sync state is kept
 //! for `/debug/syncz` and `mesh-ctl status`.
+//!
+//! When the controller stops, every stream is ended cleanly (the node sees the end of the
+//! stream, keeps enforcing what it has and reconnects, to this controller's successor):
+//! a config stream never ends by itself, so without this a graceful shutdown would wait for
+//! the nodes forever.
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +20,7 @@ use mesh_api::{
     node_config::{compile, NodeConfig, Options},
     status::{unix_now, Nack, NodeSync},
 };
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -67,6 +72,8 @@ pub struct ConfigService {
     pub snapshots: Snapshots,
     pub options: Options,
     pub table: SyncTable,
+    /// Becomes `true` when the controller stops: every stream ends.
+    pub stopping: watch::Receiver<bool>,
 }
 
 #[tonic::async_trait]
@@ -113,7 +120,7 @@ impl ConfigDiscovery for ConfigService {
             version: hello.applied_version,
             sent: None,
         };
-        tokio::spawn(session.run(self.snapshots.clone(), inbound, tx));
+        tokio::spawn(session.run(self.snapshots.clone(), inbound, tx, self.stopping.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -135,10 +142,18 @@ impl Session {
         mut snapshots: Snapshots,
         mut inbound: Streaming<NodeMessage>,
         tx: mpsc::Sender<Result<ConfigUpdate, Status>>,
+        mut stopping: watch::Receiver<bool>,
     ) {
         snapshots.mark_changed();
         loop {
             tokio::select! {
+                // Returning drops `tx`: the response stream ends with an OK status, which the
+                // node reads as "reconnect soon", not as an error.
+                // (The `Ref` the wait returns is not `Send`: dropped inside.)
+                () = async { drop(stopping.wait_for(|s| *s).await) } => {
+                    tracing::info!(node = %self.node, "ending the config stream: the controller is stopping");
+                    break;
+                }
                 changed = snapshots.changed() => {
                     if changed.is_err() {
                         break; // the controller is shutting down

@@ -31,8 +31,10 @@ fn main() -> anyhow::Result<()> {
     } else {
         builder.init();
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(app::run(config))
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let result = runtime.block_on(app::run(config));
+    // The watchers and the debug endpoint are still running: stop them without waiting
+    // for them (dropping the runtime would wait for any blocking task without limit).
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result
 }

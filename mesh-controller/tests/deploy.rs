@@ -1,11 +1,15 @@
 //! The deploy manifests agree with the code: the controller's ClusterRole grants list and watch
 //! on exactly the kinds the Kubernetes source watches, and the Deployment's arguments are
-//! flags `mesh-controller run` accepts. (No cluster here to apply them to.)
+//! flags `mesh-controller run` accepts, and a node agent is given its own token only. (No
+//! cluster here to apply them to.)
 
 use std::collections::BTreeSet;
 
 use clap::Parser;
-use k8s_openapi::api::{apps::v1::Deployment, rbac::v1::ClusterRole};
+use k8s_openapi::api::{
+    apps::v1::{DaemonSet, Deployment},
+    rbac::v1::ClusterRole,
+};
 use mesh_controller::{config::Config, source::kubernetes};
 use serde::Deserialize;
 
@@ -64,4 +68,58 @@ fn the_deployment_passes_flags_the_controller_accepts() {
             .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(run.config.source, mesh_controller::config::SourceKind::Kubernetes);
     assert_eq!(run.config.listen.port(), 15012);
+}
+
+/// A DaemonSet gives every pod the same volumes: a Secret (or ConfigMap) mounted in the node
+/// agent would be every node's, so the node's token must come from its own host, and the
+/// controller's token list must not be mounted there.
+#[test]
+fn a_node_agent_gets_only_its_own_token() {
+    let [daemon_set] = documents::<DaemonSet>("node.yaml", "DaemonSet")
+        .try_into()
+        .expect("one DaemonSet");
+    let pod = daemon_set.spec.unwrap().template.spec.unwrap();
+    let volumes = pod.volumes.unwrap_or_default();
+    for v in &volumes {
+        assert!(
+            v.secret
+                .as_ref()
+                .is_none_or(|s| s.secret_name.as_deref() == Some("cacerts")),
+            "the node mounts Secret volume {}: only the CA's root may come from a Secret",
+            v.name
+        );
+        if let Some(s) = &v.secret {
+            let keys: Vec<&str> = s.items.iter().flatten().map(|i| i.key.as_str()).collect();
+            assert_eq!(keys, ["root-cert.pem"], "only the root, never the CA key");
+        }
+        assert!(v.projected.is_none() && v.config_map.is_none(), "{}", v.name);
+    }
+    let container = &pod.containers[0];
+    let token_file = container
+        .args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix("--token-file="))
+        .expect("the node agent is given --token-file");
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == token_file)
+        .expect("the token file is a mount of its own");
+    let volume = volumes.iter().find(|v| v.name == mount.name).unwrap();
+    let host = volume
+        .host_path
+        .as_ref()
+        .expect("the token comes from the node's host");
+    assert_eq!(
+        host.type_.as_deref(),
+        Some("File"),
+        "a missing token stops the pod"
+    );
+    assert!(container
+        .env
+        .iter()
+        .flatten()
+        .all(|e| e.value_from.as_ref().is_none_or(|v| v.secret_key_ref.is_none())));
 }

@@ -5,7 +5,10 @@
 //! Enforcement is observed through PeerAuthentication: a non-mesh pod (`legacy/c`) reaches
 //! `shop/b` in plaintext unless a STRICT policy is in force on the node.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
 
 use serde_json::Value;
 use tests::{controller, eventually, ok_body, servers, topology::Topology};
@@ -253,39 +256,192 @@ fn a_restarted_node_gets_the_snapshot_again_and_mesh_ctl_shows_it() {
     );
 }
 
-#[test]
-fn an_update_a_node_cannot_apply_is_nacked_and_the_last_good_config_stays() {
-    let t = cluster("cp_nack", false);
-    let before = version(&t, "n1");
-    // A second pod claiming b's address on the same node: the node refuses the whole update.
-    let dup = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: impostor, namespace: shop, annotations: {{trellis.dev/netns: {}}}}}\nspec: {{nodeName: n1}}\nstatus: {{podIP: {}}}\n",
-        t.pod("b").netns.name,
-        t.pod("b").addr
-    );
-    t.set_yaml("dup.yaml", Some(&dup)).unwrap();
-    let nack = eventually(Duration::from_secs(5), || {
-        let n = node_sync(&t, "n1");
-        n["last_nack"].is_object().then_some(n)
-    })
-    .expect("the node did not NACK");
-    let reason = nack["last_nack"]["reason"].as_str().unwrap();
-    assert!(reason.contains("two workloads have the address"), "{reason}");
-    assert_eq!(
-        version(&t, "n1"),
-        before,
-        "a refused update must not change the node"
-    );
-    assert!(control(&t, "n1")["last_nack"]
-        .as_str()
-        .unwrap()
-        .contains("two workloads"));
-    ok_body(&t.pod("a").curl(&format!("http://{}:8080/", t.pod("b").addr)));
+/// `mesh-ctl` run where the controller's debug endpoint is (the fabric namespace).
+fn mesh_ctl(t: &Topology, args: &[&str]) -> std::process::Output {
+    t.fabric()
+        .command(controller::mesh_ctl(), &t.cgroup.join("controller"))
+        .args(args)
+        .output()
+        .expect("mesh-ctl runs")
+}
 
-    t.set_yaml("dup.yaml", None).unwrap();
+#[test]
+fn a_pod_claiming_another_pods_address_is_skipped_with_a_reason_and_the_rest_applies() {
+    let t = cluster("cp_clash", false);
+    let before = version(&t, "n1");
+    let workloads = |t: &Topology| -> Vec<String> {
+        let w = t.node("n1").mesh().admin("/workloads");
+        w["workloads"]
+            .as_object()
+            .expect("workloads")
+            .keys()
+            .cloned()
+            .collect()
+    };
+    assert_eq!(workloads(&t), ["shop/a", "shop/b"]);
+    // A running pod claiming b's address, and a completed one that used to have a's (as a
+    // finished Job's pod keeps it). Before: the node refused the whole version.
+    let clash = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: impostor, namespace: shop, annotations: {{trellis.dev/netns: {}}}}}\nspec: {{nodeName: n1}}\nstatus: {{podIP: {}, phase: Running}}\n---\napiVersion: v1\nkind: Pod\nmetadata: {{name: job, namespace: shop, annotations: {{trellis.dev/netns: {}}}}}\nspec: {{nodeName: n1}}\nstatus: {{podIP: {}, phase: Succeeded}}\n",
+        t.pod("b").netns.name,
+        t.pod("b").addr,
+        t.pod("a").netns.name,
+        t.pod("a").addr,
+    );
+    t.set_yaml("clash.yaml", Some(&clash)).unwrap();
+    let (applied, _) = wait_version_above(&t, "n1", before, Duration::from_secs(5))
+        .expect("the node did not apply the config with the clash");
     assert!(
         eventually(Duration::from_secs(5), || in_sync(&t, "n1").then_some(())).is_some(),
-        "no clean version after the fix: {}",
+        "{}",
         syncz(&t)
     );
+    assert!(node_sync(&t, "n1")["last_nack"].is_null(), "{}", syncz(&t));
+    assert!(control(&t, "n1")["last_nack"].is_null());
+    // a stays enrolled (the completed pod does not count); b and the impostor are out.
+    assert!(
+        eventually(Duration::from_secs(5), || (workloads(&t) == ["shop/a"])
+            .then_some(()))
+        .is_some(),
+        "{:?}",
+        workloads(&t)
+    );
+    ok_body(&t.pod("a").curl(&format!("http://{}:8080/", t.pod("b").addr)));
+
+    // proxy-config shows the skipped pods with the reason; the completed pod is not there.
+    let dump = mesh_ctl(&t, &["proxy-config", "n1", "skipped", "-o", "json"]);
+    assert!(dump.status.success(), "{}", String::from_utf8_lossy(&dump.stderr));
+    let skipped: Value = serde_json::from_slice(&dump.stdout).expect("proxy-config -o json");
+    let mut reasons: Vec<(String, String)> = skipped
+        .as_array()
+        .expect("skipped is a list")
+        .iter()
+        .map(|s| {
+            (
+                s["pod"].as_str().unwrap().into(),
+                s["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    let b_addr = t.pod("b").addr.to_string();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, "shop/b");
+    assert_eq!(reasons[1].0, "shop/impostor");
+    assert!(
+        reasons[0].1.contains(&format!(
+            "address {b_addr} is also claimed by running pod shop/impostor"
+        )),
+        "{reasons:?}"
+    );
+    // analyze shows it too, from the controller's view.
+    let analyze = mesh_ctl(&t, &["analyze", "--cluster"]);
+    let text = String::from_utf8_lossy(&analyze.stdout);
+    assert!(
+        text.contains("Pod shop/b status.podIP: left out of the mesh"),
+        "{text}"
+    );
+
+    // Fixed: b is enrolled again.
+    t.set_yaml("clash.yaml", None).unwrap();
+    wait_version_above(&t, "n1", applied, Duration::from_secs(5)).expect("no config after the fix");
+    assert!(
+        eventually(Duration::from_secs(5), || (workloads(&t) == ["shop/a", "shop/b"])
+            .then_some(()))
+        .is_some(),
+        "{:?}",
+        workloads(&t)
+    );
+    assert!(eventually(Duration::from_secs(5), || in_sync(&t, "n1").then_some(())).is_some());
+}
+
+#[test]
+fn sigterm_ends_the_config_streams_and_the_controller_exits_while_traffic_flows() {
+    let mut t = cluster("cp_sigterm", true);
+    let e_url = format!("http://{}:8080/", t.pod("e").addr);
+    let b_url = format!("http://{}:8080/", t.pod("b").addr);
+    assert!(
+        eventually(Duration::from_secs(5), || (in_sync(&t, "n1")
+            && in_sync(&t, "n2"))
+        .then_some(()))
+        .is_some(),
+        "{}",
+        syncz(&t)
+    );
+    let before = [version(&t, "n1"), version(&t, "n2")];
+
+    // SIGTERM while both nodes hold their streams: the controller must be gone within 5 s (a
+    // bounded wait, polled every 50 ms), while a client in a keeps requesting e, on the
+    // other node, through the tunnel.
+    let mut controller = t.controller.take().expect("controller");
+    let stop = AtomicBool::new(false);
+    let (exited, requests) = std::thread::scope(|s| {
+        let traffic = s.spawn(|| {
+            let mut outputs = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                outputs.push(t.pod("a").curl(&e_url));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            outputs
+        });
+        controller.terminate();
+        let exited = controller.wait_exit(Duration::from_secs(5));
+        stop.store(true, Ordering::Relaxed);
+        (exited, traffic.join().expect("traffic thread"))
+    });
+    let log = std::fs::read_to_string(&controller.log).unwrap_or_default();
+    t.controller = Some(controller);
+    let status =
+        exited.unwrap_or_else(|| panic!("the controller was still running 5 s after SIGTERM; log:\n{log}"));
+    assert!(
+        status.success(),
+        "the controller exited with {status}; log:\n{log}"
+    );
+    assert!(log.contains("ending the config stream"), "{log}");
+    assert!(!requests.is_empty());
+    for out in &requests {
+        ok_body(out);
+    }
+    eprintln!(
+        "controller exited after SIGTERM; {} requests through the mesh meanwhile, all answered",
+        requests.len()
+    );
+
+    // The nodes saw their streams end cleanly (not break), and keep their config.
+    for (node, before) in ["n1", "n2"].into_iter().zip(before) {
+        assert!(
+            eventually(Duration::from_secs(5), || (control(&t, node)["connected"]
+                == false)
+                .then_some(()))
+            .is_some(),
+            "{node} did not notice the end of its stream"
+        );
+        assert_eq!(version(&t, node), before, "{node} kept its config");
+        let node_log = t.node(node).mesh().log_text();
+        assert!(
+            !node_log.contains("config stream broke"),
+            "{node}: the stream should end, not break:\n{node_log}"
+        );
+    }
+    ok_body(&t.pod("a").curl(&e_url));
+    ok_body(&t.pod("a").curl(&b_url));
+
+    // The next controller: both nodes reconnect, say what they run, and get a full snapshot
+    // (a newer version).
+    t.restart_controller().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || (in_sync(&t, "n1")
+            && in_sync(&t, "n2"))
+        .then_some(()))
+        .is_some(),
+        "nodes did not reconnect: {}",
+        syncz(&t)
+    );
+    for (node, before) in ["n1", "n2"].into_iter().zip(before) {
+        let c = control(&t, node);
+        assert_eq!(c["connected"], true, "{c}");
+        assert!(c["version"].as_u64().unwrap() > before, "{node}: {c}");
+        assert_eq!(node_sync(&t, node)["applied_at_connect"], before);
+    }
+    ok_body(&t.pod("a").curl(&e_url));
 }

@@ -34,10 +34,12 @@ pub(super) struct Registry<'a> {
 
 impl<'a> Registry<'a> {
     pub(super) fn new(objects: &'a [Object], enrolled: &'a BTreeMap<Ipv4Addr, Endpoint>) -> Self {
+        // Completed pods are no endpoints, and their stale addresses must not name the pod
+        // that has the address now.
         let pods: Vec<&Pod> = objects
             .iter()
             .filter_map(|o| match o {
-                Object::Pod(p) => Some(p),
+                Object::Pod(p) if !crate::selection::is_completed(p) => Some(p),
                 _ => None,
             })
             .collect();

@@ -35,6 +35,8 @@ pub struct Pod {
     pub host_network: bool,
     pub ip: Option<Ipv4Addr>,
     pub netns: Option<PathBuf>,
+    /// `status.phase` (`Pending`, `Running`, `Succeeded`, `Failed`, `Unknown`), when known.
+    pub phase: Option<String>,
 }
 
 /// A Kubernetes Node: where its pods' traffic is tunnelled to.
@@ -132,6 +134,7 @@ struct PodSpec {
 struct PodStatus {
     #[serde(rename = "podIP")]
     pod_ip: Option<String>,
+    phase: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -260,6 +263,7 @@ fn pod(doc: Doc<PodSpec, PodStatus>) -> Result<Object, String> {
         host_network: doc.spec.host_network,
         ip,
         netns,
+        phase: doc.status.phase,
     }))
 }
 

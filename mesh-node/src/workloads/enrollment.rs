@@ -257,7 +257,17 @@ impl Enroller {
         let mut datapath = datapath.lock().unwrap_or_else(|p| p.into_inner());
         let mut failed = Vec::new();
         let mut resolved = Vec::new();
-        for workload in &selection.enrolled {
+        let (alone, clashing) = alone_by(selection.enrolled.iter().collect(), |w| w.ip);
+        for w in clashing {
+            failed.push(Skipped {
+                pod: w.key(),
+                reason: format!(
+                    "another workload of this config has the address {}: neither is enrolled",
+                    w.ip
+                ),
+            });
+        }
+        for workload in alone {
             match resolve(workload, &mut self.cookies) {
                 Ok(dp) => resolved.push((workload, dp)),
                 Err(reason) => failed.push(Skipped {
@@ -265,6 +275,16 @@ impl Enroller {
                     reason,
                 }),
             }
+        }
+        let (resolved, clashing) = alone_by(resolved, |(_, dp)| dp.netns_cookie);
+        for (w, _) in clashing {
+            failed.push(Skipped {
+                pod: w.key(),
+                reason: format!(
+                    "its network namespace {} is another workload's too: neither is enrolled",
+                    w.netns.display()
+                ),
+            });
         }
 
         // After a restart, drop what the previous agent enrolled for pods that are gone.
@@ -344,6 +364,19 @@ impl Enroller {
     }
 }
 
+/// Splits `items` into those whose `key` no other item has, and the others. Two workloads
+/// with one address, or one network namespace (reached by two paths), cannot both be
+/// enrolled, and the node cannot tell which is right: neither is, the rest are. (The
+/// controller's compiler leaves such pods out already; this keeps a config from another
+/// controller from mixing two pods up in the kernel maps, or costing the whole version.)
+fn alone_by<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) -> (Vec<T>, Vec<T>) {
+    let mut count: HashMap<K, usize> = HashMap::new();
+    for item in &items {
+        *count.entry(key(item)).or_default() += 1;
+    }
+    items.into_iter().partition(|item| count[&key(item)] == 1)
+}
+
 /// Finds what the kernel needs for a workload: its netns cookie and host-side interface (the
 /// peer of the pod's interface holding its IP, whatever the CNI: veth, bridge port, ptp).
 fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatapath, String> {
@@ -371,3 +404,15 @@ fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatap
 
 /// Re-exported for the admin view.
 pub use datapath::DatapathView;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_that_share_an_address_or_a_netns_are_set_aside_together() {
+        let (alone, clashing) = alone_by(vec![("a", 1), ("b", 2), ("c", 1), ("d", 3)], |(_, k)| *k);
+        assert_eq!(alone, [("b", 2), ("d", 3)]);
+        assert_eq!(clashing, [("a", 1), ("c", 1)]);
+    }
+}
