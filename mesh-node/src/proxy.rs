@@ -537,8 +537,12 @@ impl Proxy {
             ConnResult::UpstreamUnreachable
         })?;
         if let Some(client) = client.filter(|_| self.preserve_source) {
-            let bound =
-                set_transparent(&socket).and_then(|()| socket.bind(SocketAddrV4::new(client, 0).into()));
+            // IP_BIND_ADDRESS_NO_PORT: the port is picked at connect() for the whole 4-tuple,
+            // as for an unbound socket; bind() alone would reserve a port per address and
+            // scan for a free one, which costs under connection churn.
+            let bound = set_transparent(&socket)
+                .and_then(|()| set_u32_option(&socket, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, 1))
+                .and_then(|()| socket.bind(SocketAddrV4::new(client, 0).into()));
             if let Err(e) = bound {
                 tracing::warn!(%client, error = %e, "cannot dial from the client's address");
                 return Err(ConnResult::UpstreamUnreachable);

@@ -694,7 +694,8 @@ fn synthetic_rss(t: &Topology, pid: u32) -> anyhow::Result<Vec<(usize, u64)>> {
         let mut yaml = String::from("apiVersion: v1\nkind: Node\nmetadata: {name: synthetic}\nstatus: {addresses: [{type: InternalIP, address: 198.18.0.99}]}\n");
         for i in 0..n {
             yaml += &format!(
-                "---\nkind: Pod\nmetadata: {{name: s{i}, namespace: mesh, annotations: {{trellis.dev/netns: none}}}}\nspec: {{nodeName: synthetic, serviceAccountName: sa{}}}\nstatus: {{podIP: 10.200.{}.{}}}\n",
+                // Each its own netns path: pods naming one namespace are skipped as clashing.
+                "---\nkind: Pod\nmetadata: {{name: s{i}, namespace: mesh, annotations: {{trellis.dev/netns: s{i}}}}}\nspec: {{nodeName: synthetic, serviceAccountName: sa{}}}\nstatus: {{podIP: 10.200.{}.{}}}\n",
                 i % 50,
                 i / 250,
                 i % 250 + 1

@@ -74,7 +74,8 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
     );
     std::thread::sleep(Duration::from_millis(300));
     println!(
-        "   web saw peers: {:?} (the node proxy, never the callers themselves)",
+        "   web saw peers: {:?} (each caller's own address, on connections the proxies made: \
+         compare upstream_src below)",
         peers.all()
     );
 
@@ -83,7 +84,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
         println!("\n== {node} access log (one line per connection)");
         for e in mesh.access_log() {
             println!(
-                "   {:<8} {:<12} {:<44} -> {:<16} {:<9} up {:>4} B down {:>4} B  {}",
+                "   {:<8} {:<12} {:<44} -> {:<16} {:<9} up {:>4} B down {:>4} B  {:<4} upstream_src {}",
                 s(&e, "listener"),
                 s(&e, "src_workload"),
                 s(&e, "src_identity"),
@@ -92,6 +93,7 @@ pub fn run(keep: bool) -> anyhow::Result<()> {
                 e["bytes_to_dst"],
                 e["bytes_from_dst"],
                 s(&e, "result"),
+                s(&e, "upstream_src"),
             );
         }
         for l in mesh
