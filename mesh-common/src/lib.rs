@@ -66,8 +66,9 @@ pub mod counters {
     pub const GUARD_FROM_POD_DROP: u32 = 4;
     /// Guard dropped a SYN towards an enrolled pod that did not carry the proxy mark.
     pub const GUARD_TO_POD_DROP: u32 = 5;
-    /// Guard dropped an IPv6 packet (either direction) whose TCP header it could not reach:
-    /// behind a fragment header, ESP/AH, or more extension headers than it walks.
+    /// Guard dropped an IPv6 packet (either direction) whose TCP header it could not reach
+    /// (behind a fragment header, ESP/AH, or more extension headers than it walks), or a frame
+    /// that is neither IPv4, IPv6 nor ARP (VLAN-tagged, PPPoE, ...).
     pub const GUARD_UNPARSEABLE_DROP: u32 = 6;
     /// connect6 refused a native IPv6 connect from an enrolled pod: IPv6 is not carried by
     /// the proxy yet, and refusing at once beats a SYN the guard drops (a timeout).

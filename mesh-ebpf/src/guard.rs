@@ -29,6 +29,7 @@ use crate::maps::{count, is_excluded, proxy_config, NON_TCP};
 const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
 const IPPROTO_HOPOPTS: u8 = 0;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
@@ -52,13 +53,14 @@ const DNS_PORT: u16 = 53_u16.to_be();
 
 /// What the guard sees in one packet.
 enum Packet {
-    /// Not IP (ARP, ...), or TCP that does not open a connection: passes.
+    /// ARP, or TCP that does not open a connection: passes.
     Pass,
     /// A TCP SYN without ACK (or an IPv4 TCP fragment, which Linux never sends: DF is set).
     Syn { dst_ip: u32, dst_port: u16, ipv6: bool },
     /// IP that is not TCP.
     NonTcp(NonTcp),
-    /// IPv6 whose transport header could not be reached: dropped.
+    /// IPv6 whose transport header could not be reached, or a frame that is neither IPv4,
+    /// IPv6 nor ARP (VLAN-tagged, PPPoE, ...): dropped.
     Unparseable,
 }
 
@@ -209,7 +211,9 @@ fn classify(ctx: &TcContext) -> Result<Packet, ()> {
     match proto {
         ETH_P_IP => classify_ipv4(ctx),
         ETH_P_IPV6 => classify_ipv6(ctx),
-        _ => Ok(Packet::Pass),
+        ETH_P_ARP => Ok(Packet::Pass),
+        // VLAN tags, PPPoE, anything else: IP inside would not be judged.
+        _ => Ok(Packet::Unparseable),
     }
 }
 
@@ -269,7 +273,8 @@ fn classify_ipv4(ctx: &TcContext) -> Result<Packet, ()> {
 fn classify_ipv6(ctx: &TcContext) -> Result<Packet, ()> {
     let mut next: u8 = ctx.load(ETH_HLEN + 6).map_err(|_| ())?;
     let mut offset = ETH_HLEN + 40;
-    for _ in 0..MAX_EXT_HEADERS {
+    // One more turn than headers: the last reads the transport header.
+    for _ in 0..=MAX_EXT_HEADERS {
         match next {
             IPPROTO_HOPOPTS | IPPROTO_ROUTING | IPPROTO_DSTOPTS | IPPROTO_MH | IPPROTO_HIP
             | IPPROTO_SHIM6 => {

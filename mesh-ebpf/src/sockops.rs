@@ -40,7 +40,7 @@ fn try_connect(ctx: &SockOpsContext) -> Result<(), ()> {
     let _ = PENDING.remove(cookie);
     // Watch the handshake's end (a failure to ask only leaves a failed connect's entry to
     // the LRU, as before).
-    let _ = ctx.set_cb_flags(BPF_SOCK_OPS_STATE_CB_FLAG as i32);
+    let _ = ctx.set_cb_flags((ctx.cb_flags() | BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
     ORIG_DST.insert(tuple(ctx), orig, 0).map_err(|_| ())?;
     count(counters::TUPLE_RECORDED);
     Ok(())
@@ -58,8 +58,8 @@ fn try_state(ctx: &SockOpsContext) -> Result<(), ()> {
     if new == TCP_CLOSE {
         let _ = ORIG_DST.remove(&tuple(ctx));
     }
-    // Nothing more to watch on this socket.
-    let _ = ctx.set_cb_flags(0);
+    // Nothing more to watch on this socket (other programs' flags stay).
+    let _ = ctx.set_cb_flags((ctx.cb_flags() & !BPF_SOCK_OPS_STATE_CB_FLAG) as i32);
     Ok(())
 }
 

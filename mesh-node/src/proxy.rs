@@ -300,9 +300,11 @@ impl Proxy {
             self.describe_dst(&reg, Ipv4Addr::from(u32::from_be(o.dst_ip)), &mut log);
         }
         // Held until the connection ends: its slot among the source pod's connections.
-        // Clients from the network are not a pod of this node.
+        // Clients from the network are not a pod of this node; the node's own namespace
+        // (kubelet probes, every host-network pod) is not one pod either.
+        let node_netns = self.mesh.as_ref().map(|m| m.node_netns_cookie);
         let slot = orig
-            .filter(|o| o.src_netns_cookie != FROM_NETWORK)
+            .filter(|o| o.src_netns_cookie != FROM_NETWORK && Some(o.src_netns_cookie) != node_netns)
             .map(|o| self.limits.pod_slot(o.src_netns_cookie));
         let result = match orig {
             None => ConnResult::NoOriginalDestination,
@@ -367,11 +369,12 @@ impl Proxy {
     }
 
     /// A connection from the network that the divert rule handed to 15006 (see
-    /// `datapath::tproxy`): its local address is the enrolled pod it was sent to. Only the
-    /// tproxy rule can give a 15006 socket a local address other than the listener's own.
+    /// `datapath::tproxy`): its local address is the enrolled pod it was sent to. Anything
+    /// else arriving at the transparent listener without a kernel entry is refused.
     fn diverted(&self, kind: Listener, local: SocketAddrV4) -> Option<OrigDst> {
-        let own = *local.ip() == self.node_ip && self.ports.contains(&local.port());
-        (kind == Listener::Inbound && !own).then(|| OrigDst {
+        // Only what the divert rule sends: a connection to an enrolled pod of this node.
+        let to_pod = self.registry.load().by_ip(*local.ip()).is_some();
+        (kind == Listener::Inbound && to_pod).then(|| OrigDst {
             src_netns_cookie: FROM_NETWORK,
             dst_ip: u32::from(*local.ip()).to_be(),
             dst_port: local.port().to_be(),
@@ -478,7 +481,9 @@ impl Proxy {
                 }
             }
             _ => {
-                let client = client.filter(|_| answers_come_back(reg, kind, orig, dst));
+                // A pod reaching itself (through its own Service) cannot be dialled from its own
+                // address: its kernel drops a packet from itself arriving on eth0.
+                let client = client.filter(|c| *c != *dst.ip() && answers_come_back(reg, kind, orig, dst));
                 let upstream = self.connect(dst, client).await?;
                 log.upstream_src = upstream.local_addr().ok();
                 Ok(Upstream::Direct(upstream))

@@ -41,9 +41,9 @@ struct Known {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pod {
     pub netns_cookie: u64,
-    /// The node-side peer of the interface holding the pod's IP, `None` for a namespace
-    /// looked up without an IP.
-    pub host_ifindex: Option<u32>,
+    /// The interface holding the pod's IP and its claimed node-side peer, `None` for a
+    /// namespace looked up without an IP.
+    pub link: Option<super::veth::PodSide>,
 }
 
 impl Cookies {
@@ -69,7 +69,7 @@ impl Cookies {
             }
         };
         if let Some(k) = self.known.get(path) {
-            if (k.dev, k.ino) == (now.dev(), now.ino()) && (ip.is_none() || k.found.host_ifindex.is_some()) {
+            if (k.dev, k.ino) == (now.dev(), now.ino()) && (ip.is_none() || k.found.link.is_some()) {
                 return Ok(k.found);
             }
         }
@@ -113,17 +113,14 @@ fn visit(ns: &File, ip: Option<Ipv4Addr>) -> io::Result<Pod> {
                 return Err(io::Error::last_os_error());
             }
             let netns_cookie = cookie_inside()?;
-            let host_ifindex = match ip {
+            let link = match ip {
                 None => None,
                 Some(ip) => Some(
-                    super::veth::peer_ifindex_inside(ip)?
+                    super::veth::pod_side_inside(ip)?
                         .ok_or_else(|| io::Error::other(format!("no interface in the pod holds {ip} yet")))?,
                 ),
             };
-            Ok(Pod {
-                netns_cookie,
-                host_ifindex,
-            })
+            Ok(Pod { netns_cookie, link })
         })
         .join()
     })

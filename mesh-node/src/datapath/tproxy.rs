@@ -12,7 +12,7 @@
 //! keeps its conntrack entry, so kube-proxy's reverse NAT still applies to the answers.
 //! Connections opened before the pod was enrolled are left alone (only SYNs are matched; the
 //! rest of a diverted connection follows its socket). With the agent gone, the rule finds
-//! no listener and the SYN is dropped: fail closed.
+//! no listener and the next rule drops the SYN: fail closed.
 //!
 //! Ruleset changes are whole nftables transactions (`nft -f -`): the set of enrolled pod
 //! addresses is replaced at once, never half-updated.
@@ -84,20 +84,25 @@ pub fn uninstall() {
     let _ = ip(&["route", "flush", "table", ROUTE_TABLE]);
 }
 
-/// The whole table: declared, emptied and filled in one transaction, so a re-install
-/// replaces what a previous agent left.
+/// The table in one transaction: created if missing, its chain rewritten, its set kept (a
+/// restarted agent must not empty it: until the first config arrives, diverted clients would
+/// meet the to-pod guard instead) and completed with `pods`.
+///
+/// When no listener is there (agent stopped or restarting) `tproxy` ends the divert rule
+/// early, the mark already set, and the next rule drops the SYN: without it, the mark would
+/// route the SYN to the node's own services. The `socket transparent` rule follows packets
+/// of connections that exist (diverted ones, whose last handshake ACK still finds a request
+/// socket, and the answers to source-preserving upstreams); it never takes a SYN, which would
+/// find the transparent listener for any address on its port.
 fn ruleset(inbound_port: u16, pods: &BTreeSet<Ipv4Addr>) -> String {
     format!(
-        "table ip {TABLE} {{}}
-delete table ip {TABLE}
-table ip {TABLE} {{
-  set enrolled_pods {{ type ipv4_addr; }}
-  chain divert {{
-    type filter hook prerouting priority dstnat + 1; policy accept;
-    meta l4proto tcp socket transparent 1 meta mark set {DIVERT_MARK:#x} accept
-    ip daddr @enrolled_pods tcp flags & (syn | ack) == syn meta mark set {DIVERT_MARK:#x} tproxy to :{inbound_port} accept
-  }}
-}}
+        "add table ip {TABLE}
+add set ip {TABLE} enrolled_pods {{ type ipv4_addr; }}
+add chain ip {TABLE} divert {{ type filter hook prerouting priority dstnat + 1; policy accept; }}
+flush chain ip {TABLE} divert
+add rule ip {TABLE} divert meta l4proto tcp tcp flags & (syn | ack) != syn socket transparent 1 meta mark set {DIVERT_MARK:#x} accept
+add rule ip {TABLE} divert ip daddr @enrolled_pods tcp flags & (syn | ack) == syn meta mark set {DIVERT_MARK:#x} tproxy to :{inbound_port} accept
+add rule ip {TABLE} divert ip daddr @enrolled_pods tcp flags & (syn | ack) == syn drop
 {}",
         add_elements(pods)
     )

@@ -13,22 +13,33 @@ const NLMSG_ERROR: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_LINK: u16 = 5;
 const IFLA_MASTER: u16 = 10;
+const IFLA_LINKINFO: u16 = 18;
+const IFLA_INFO_KIND: u16 = 1;
 const NLMSG_HDRLEN: usize = 16;
 const IFINFOMSG_LEN: usize = 16;
 
-/// Inside the pod's namespace: the ifindex, in the namespace on the other end of the veth
-/// (the node's), of the peer of the interface holding `pod_ip`. `Ok(None)` when no interface
-/// holds the address yet (the CNI is still configuring the pod).
-pub fn peer_ifindex_inside(pod_ip: Ipv4Addr) -> io::Result<Option<u32>> {
-    let Some(index) = interface_with(pod_ip)? else {
+/// The pod's end of its link to the node, as seen inside the pod's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodSide {
+    /// The interface holding the pod's IP, in the pod's namespace.
+    pub ifindex: u32,
+    /// Its `IFLA_LINK`: for a veth, the peer's ifindex in the node's namespace. A claim of the
+    /// pod's (it controls its namespace): [`HostSide::links_back_to`] checks it.
+    pub peer: u32,
+}
+
+/// Inside the pod's namespace: the interface holding `pod_ip` and the ifindex of its peer.
+/// `Ok(None)` when no interface holds the address yet (the CNI is still configuring the pod).
+pub fn pod_side_inside(pod_ip: Ipv4Addr) -> io::Result<Option<PodSide>> {
+    let Some(ifindex) = interface_with(pod_ip)? else {
         return Ok(None);
     };
-    let link = get_link(index)?.and_then(|l| l.link).ok_or_else(|| {
+    let peer = get_link(ifindex)?.and_then(|l| l.link).ok_or_else(|| {
         io::Error::other(format!(
-            "the pod's interface (ifindex {index}) has no peer: not a veth, or its peer is gone"
+            "the pod's interface (ifindex {ifindex}) has no peer: not a veth, or its peer is gone"
         ))
     })?;
-    Ok(Some(link))
+    Ok(Some(PodSide { ifindex, peer }))
 }
 
 /// The index of the interface holding `ip` in this thread's namespace.
@@ -65,6 +76,19 @@ pub struct HostSide {
     /// A port of a bridge (it has a master): frames between two pods of the bridge are
     /// switched without reaching the node's IP layer.
     pub bridged: bool,
+    /// `IFLA_INFO_KIND` ("veth", "macvlan", ...).
+    pub kind: Option<String>,
+    /// Its own `IFLA_LINK`: for a veth, the peer's ifindex in the pod's namespace.
+    pub link: Option<u32>,
+}
+
+impl HostSide {
+    /// Whether this is the node's end of the pod's veth: a veth whose peer is the pod's
+    /// interface. Anything else (the parent NIC of a macvlan or ipvlan pod, an interface a
+    /// pod named by building its own veth pair) must not get the pod's guards.
+    pub fn links_back_to(&self, pod: &PodSide) -> bool {
+        self.kind.as_deref() == Some("veth") && self.link == Some(pod.ifindex)
+    }
 }
 
 /// In the node's namespace: the interface `index`, `None` when it is gone.
@@ -73,6 +97,8 @@ pub fn host_side(index: u32) -> io::Result<Option<HostSide>> {
         Ok(Some(l)) => Ok(Some(HostSide {
             name: l.name.unwrap_or_default(),
             bridged: l.master.is_some(),
+            kind: l.kind,
+            link: l.link,
         })),
         Ok(None) => Ok(None),
         Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
@@ -88,6 +114,8 @@ struct Link {
     link: Option<u32>,
     /// `IFLA_MASTER`: the bridge (or bond) it is a port of.
     master: Option<u32>,
+    /// `IFLA_LINKINFO` / `IFLA_INFO_KIND`.
+    kind: Option<String>,
 }
 
 /// Interface `index` by RTM_GETLINK over NETLINK_ROUTE.
@@ -159,18 +187,34 @@ fn parse_link(msg: &[u8]) -> io::Result<Link> {
         match kind {
             IFLA_LINK => link.link = u32_at(at + 4),
             IFLA_MASTER => link.master = u32_at(at + 4),
-            IFLA_IFNAME => {
-                let value = msg
-                    .get(at + 4..(at + attr_len).min(msg.len()))
-                    .unwrap_or_default();
-                let name = value.split(|b| *b == 0).next().unwrap_or_default();
-                link.name = Some(String::from_utf8_lossy(name).into_owned());
+            IFLA_IFNAME => link.name = Some(string_at(msg, at, attr_len)),
+            IFLA_LINKINFO => {
+                // Nested attributes; walk them all for the kind.
+                let end = (at + attr_len).min(msg.len());
+                let mut inner = at + 4;
+                while inner + 4 <= end {
+                    let len = usize::from(u16_at(inner).ok_or_else(truncated)?);
+                    if len < 4 {
+                        break;
+                    }
+                    if u16_at(inner + 2).ok_or_else(truncated)? & 0x3fff == IFLA_INFO_KIND {
+                        link.kind = Some(string_at(msg, inner, len.min(end - inner)));
+                    }
+                    inner += (len + 3) & !3;
+                }
             }
             _ => {}
         }
         at += (attr_len + 3) & !3;
     }
     Ok(link)
+}
+
+/// The NUL-terminated string value of the attribute at `at` (header included in `len`).
+fn string_at(msg: &[u8], at: usize, len: usize) -> String {
+    let value = msg.get(at + 4..(at + len).min(msg.len())).unwrap_or_default();
+    let text = value.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(text).into_owned()
 }
 
 #[cfg(test)]
@@ -203,7 +247,9 @@ mod tests {
         body.extend(attr(IFLA_IFNAME, b"eth0\0"));
         body.extend(attr(IFLA_LINK, &42u32.to_ne_bytes()));
         body.extend(attr(IFLA_MASTER, &7u32.to_ne_bytes()));
+        body.extend(attr(IFLA_LINKINFO, &attr(IFLA_INFO_KIND, b"veth\0")));
         let link = parse_link(&message(RTM_NEWLINK, &body)).unwrap();
+        assert_eq!(link.kind.as_deref(), Some("veth"));
         assert_eq!(
             (link.name.as_deref(), link.link, link.master),
             (Some("eth0"), Some(42), Some(7))
@@ -233,11 +279,18 @@ mod tests {
             .expect("lo holds 127.0.0.1");
         let link = get_link(lo).unwrap().unwrap();
         assert_eq!((link.name.as_deref(), link.link), (Some("lo"), None));
-        let lo_side = HostSide {
-            name: "lo".into(),
-            bridged: false,
-        };
-        assert_eq!(host_side(lo).unwrap(), Some(lo_side));
+        let lo_side = host_side(lo).unwrap().unwrap();
+        assert_eq!(
+            (lo_side.name.as_str(), lo_side.bridged, lo_side.link),
+            ("lo", false, None)
+        );
+        assert!(
+            !lo_side.links_back_to(&PodSide {
+                ifindex: lo,
+                peer: lo
+            }),
+            "lo is no veth"
+        );
         assert_eq!(
             host_side(999_999).unwrap(),
             None,

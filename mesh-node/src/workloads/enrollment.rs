@@ -383,7 +383,8 @@ fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatap
     let pod = cookies
         .pod(&workload.netns, workload.ip)
         .map_err(|e| format!("network namespace {}: {e}", workload.netns.display()))?;
-    let host_ifindex = pod.host_ifindex.ok_or("no host-side interface")?;
+    let pod_side = pod.link.ok_or("no host-side interface")?;
+    let host_ifindex = pod_side.peer;
     let host = datapath::veth::host_side(host_ifindex)
         .map_err(|e| format!("reading the pod's host-side interface (ifindex {host_ifindex}): {e}"))?;
     let Some(host) = host else {
@@ -393,6 +394,17 @@ fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatap
             "the pod's host-side interface (ifindex {host_ifindex}) is gone from this node"
         ));
     };
+    if !host.links_back_to(&pod_side) {
+        // Not the pod's veth (a macvlan parent, or an index the pod steered): guarding it would
+        // cut the wrong traffic and leave the pod's own link unguarded.
+        cookies.forget(&workload.netns);
+        return Err(format!(
+            "the pod's interface names {} (ifindex {host_ifindex}, {}) as its peer, which is not \
+             a veth leading back to it: not enrolled (only veth-attached pods are supported)",
+            host.name,
+            host.kind.as_deref().unwrap_or("unknown kind")
+        ));
+    }
     Ok(PodDatapath {
         netns_cookie: pod.netns_cookie,
         ip: workload.ip,
