@@ -156,15 +156,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ruleset_replaces_the_table_and_lists_the_pods() {
+    fn the_ruleset_rewrites_the_chain_keeps_the_set_and_fails_closed() {
         let pods: BTreeSet<Ipv4Addr> = ["10.1.1.2".parse().unwrap(), "10.1.2.2".parse().unwrap()].into();
         let r = ruleset(15006, &pods);
+        assert!(r.starts_with("add table ip trellis\n"), "{r}");
         assert!(
-            r.starts_with("table ip trellis {}\ndelete table ip trellis\n"),
-            "{r}"
+            !r.contains("delete") && !r.contains("flush set"),
+            "a re-install keeps the set: {r}"
         );
+        assert!(r.contains("flush chain ip trellis divert"), "{r}");
         assert!(r.contains("priority dstnat + 1"), "after kube-proxy's DNAT: {r}");
-        assert!(r.contains("tproxy to :15006"), "{r}");
+        assert!(r.contains("tproxy to :15006 accept"), "{r}");
+        let (divert, drop) = (r.find("tproxy to").unwrap(), r.find("== syn drop").unwrap());
+        assert!(
+            divert < drop,
+            "no listener: the SYN falls through to the drop: {r}"
+        );
+        assert!(
+            r.contains("!= syn socket transparent 1"),
+            "no SYN follows a socket: {r}"
+        );
         assert!(
             r.ends_with("add element ip trellis enrolled_pods { 10.1.1.2, 10.1.2.2 }\n"),
             "{r}"
