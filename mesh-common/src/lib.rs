@@ -188,6 +188,7 @@ const _: () = assert!(core::mem::size_of::<ProxyConfig>() == 32);
 /// are not captured (STRICT covers TCP, as in Istio); these counters make them visible.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct NonTcpCounts {
     pub udp_from_pod: u64,
     pub icmp_from_pod: u64,

@@ -550,7 +550,7 @@ impl Datapath {
                         .get(&ifindex)
                         .cloned()
                         .unwrap_or_else(|| format!("ifindex {ifindex}"));
-                    (pod, NonTcpView::from(c))
+                    (pod, c)
                 })
                 .collect(),
             links: {
@@ -669,36 +669,8 @@ pub struct DatapathView {
     pub excluded: Vec<String>,
     pub counters: std::collections::BTreeMap<String, u64>,
     /// Non-TCP packets of each enrolled pod (not captured: STRICT covers TCP, as in Istio).
-    pub non_tcp: std::collections::BTreeMap<String, NonTcpView>,
+    pub non_tcp: std::collections::BTreeMap<String, NonTcpCounts>,
     pub links: Vec<String>,
-}
-
-/// [`NonTcpCounts`] as the admin endpoint shows them.
-#[derive(Debug, Serialize)]
-pub struct NonTcpView {
-    pub udp_from_pod: u64,
-    pub icmp_from_pod: u64,
-    pub other_from_pod: u64,
-    pub udp_to_pod: u64,
-    pub icmp_to_pod: u64,
-    pub other_to_pod: u64,
-    pub dropped_from_pod: u64,
-    pub dropped_to_pod: u64,
-}
-
-impl From<NonTcpCounts> for NonTcpView {
-    fn from(c: NonTcpCounts) -> Self {
-        Self {
-            udp_from_pod: c.udp_from_pod,
-            icmp_from_pod: c.icmp_from_pod,
-            other_from_pod: c.other_from_pod,
-            udp_to_pod: c.udp_to_pod,
-            icmp_to_pod: c.icmp_to_pod,
-            other_to_pod: c.other_to_pod,
-            dropped_from_pod: c.dropped_from_pod,
-            dropped_to_pod: c.dropped_to_pod,
-        }
-    }
 }
 
 fn nr_cpus() -> Result<usize, Error> {

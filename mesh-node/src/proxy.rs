@@ -282,7 +282,7 @@ impl Proxy {
             (SocketAddr::V4(peer), Some(SocketAddr::V4(local))) => self
                 .orig_dst
                 .take(&tuple(peer, local))
-                .or_else(|| self.diverted(kind, local)),
+                .or_else(|| diverted(&reg, kind, local)),
             _ => None,
         };
         let mut log = AccessLog {
@@ -366,21 +366,6 @@ impl Proxy {
             outcome.bytes_down,
             started,
         );
-    }
-
-    /// A connection from the network that the divert rule handed to 15006 (see
-    /// `datapath::tproxy`): its local address is the enrolled pod it was sent to. Anything
-    /// else arriving at the transparent listener without a kernel entry is refused.
-    fn diverted(&self, kind: Listener, local: SocketAddrV4) -> Option<OrigDst> {
-        // Only what the divert rule sends: a connection to an enrolled pod of this node.
-        let to_pod = self.registry.load().by_ip(*local.ip()).is_some();
-        (kind == Listener::Inbound && to_pod).then(|| OrigDst {
-            src_netns_cookie: FROM_NETWORK,
-            dst_ip: u32::from(*local.ip()).to_be(),
-            dst_port: local.port().to_be(),
-            direction: DIRECTION_INBOUND,
-            _pad: 0,
-        })
     }
 
     /// Names the destination workload (local or remote) in the access log.
@@ -565,6 +550,21 @@ impl Proxy {
             Err(_) => Err(ConnResult::UpstreamTimeout),
         }
     }
+}
+
+/// A connection from the network that the divert rule handed to 15006 (see
+/// `datapath::tproxy`): its local address is the enrolled pod it was sent to. Anything
+/// else arriving at the transparent listener without a kernel entry is refused.
+fn diverted(reg: &Registry, kind: Listener, local: SocketAddrV4) -> Option<OrigDst> {
+    // Only what the divert rule sends: a connection to an enrolled pod of this node.
+    let to_pod = reg.by_ip(*local.ip()).is_some();
+    (kind == Listener::Inbound && to_pod).then(|| OrigDst {
+        src_netns_cookie: FROM_NETWORK,
+        dst_ip: u32::from(*local.ip()).to_be(),
+        dst_port: local.port().to_be(),
+        direction: DIRECTION_INBOUND,
+        _pad: 0,
+    })
 }
 
 /// Whether a destination's answers to the client's own address reach the proxy: they do when

@@ -115,45 +115,62 @@ fn ipv6_syns_behind_extension_headers_are_dropped_both_ways() {
     let in_segs = b.netns.settled_tcp_counter("InSegs");
 
     // From the pod: the walk reaches TCP (a SYN, not to the proxy: dropped as such), or
-    // cannot (fragment: dropped as unparseable).
+    // cannot (fragment: dropped as unparseable). Towards the pod, from the node (no proxy
+    // mark): the same.
+    let node_side = std::net::Ipv6Addr::new(0xfd00, 1, b.index.into(), 0, 0, 0, 0, 1);
     let cases = [
-        (Ipv6Ext::None, "guard_from_pod_drop"),
-        (Ipv6Ext::HopByHop, "guard_from_pod_drop"),
-        (Ipv6Ext::DestinationAndRouting, "guard_from_pod_drop"),
-        (Ipv6Ext::Fragment, "guard_unparseable_drop"),
+        (
+            "from the pod",
+            &a.netns,
+            a.addr6(),
+            Ipv6Ext::None,
+            "guard_from_pod_drop",
+        ),
+        (
+            "from the pod",
+            &a.netns,
+            a.addr6(),
+            Ipv6Ext::HopByHop,
+            "guard_from_pod_drop",
+        ),
+        (
+            "from the pod",
+            &a.netns,
+            a.addr6(),
+            Ipv6Ext::DestinationAndRouting,
+            "guard_from_pod_drop",
+        ),
+        (
+            "from the pod",
+            &a.netns,
+            a.addr6(),
+            Ipv6Ext::Fragment,
+            "guard_unparseable_drop",
+        ),
+        (
+            "towards the pod",
+            &n1.netns,
+            node_side,
+            Ipv6Ext::HopByHop,
+            "guard_to_pod_drop",
+        ),
+        (
+            "towards the pod",
+            &n1.netns,
+            node_side,
+            Ipv6Ext::Fragment,
+            "guard_unparseable_drop",
+        ),
     ];
-    for (ext, counter) in cases {
+    for (way, sender, src, ext, counter) in cases {
         let before = mesh.counter(counter);
-        let src = a.addr6();
-        a.netns
+        sender
             .run(move || raw::send_ipv6_syn(src, target, ext))
             .expect("raw IPv6 SYN sent");
         let counted = eventually(Duration::from_secs(2), || {
             (mesh.counter(counter) > before).then_some(())
         });
-        assert!(
-            counted.is_some(),
-            "{ext:?} from the pod was not dropped as {counter}"
-        );
-    }
-
-    // Towards the pod, from the node (no proxy mark): the same.
-    for (ext, counter) in [
-        (Ipv6Ext::HopByHop, "guard_to_pod_drop"),
-        (Ipv6Ext::Fragment, "guard_unparseable_drop"),
-    ] {
-        let before = mesh.counter(counter);
-        let src = std::net::Ipv6Addr::new(0xfd00, 1, b.index.into(), 0, 0, 0, 0, 1);
-        n1.netns
-            .run(move || raw::send_ipv6_syn(src, target, ext))
-            .expect("raw IPv6 SYN sent");
-        let counted = eventually(Duration::from_secs(2), || {
-            (mesh.counter(counter) > before).then_some(())
-        });
-        assert!(
-            counted.is_some(),
-            "{ext:?} towards the pod was not dropped as {counter}"
-        );
+        assert!(counted.is_some(), "{ext:?} {way} was not dropped as {counter}");
     }
     assert_eq!(
         b.netns.tcp_counter("InSegs"),
