@@ -68,10 +68,14 @@ pub struct NodeConfig {
     /// Every PeerAuthentication of the mesh (a workload's decision may depend on the mesh-wide
     /// and namespace policies as well as its own).
     pub peer_authentications: Vec<PeerAuthentication>,
+    /// The namespaces labelled into the mesh: what the node (and the CNI plugin, from the copy
+    /// the node leaves on disk) decides by for a pod sandbox the config does not list yet.
+    #[serde(default)]
+    pub enrolled_namespaces: BTreeSet<String>,
 }
 
 /// The sections of a [`NodeConfig`], as named on the wire and in `mesh-ctl proxy-config`.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "workloads",
     "skipped",
     "endpoints",
@@ -79,6 +83,7 @@ pub const SECTIONS: [&str; 6] = [
     "peer_authentications",
     // Last: mesh-ctl names the earlier sections by index.
     "routes",
+    "enrolled_namespaces",
 ];
 
 impl NodeConfig {
@@ -91,6 +96,7 @@ impl NodeConfig {
             "services" => serde_json::to_value(&self.services),
             "routes" => serde_json::to_value(&self.routes),
             "peer_authentications" => serde_json::to_value(&self.peer_authentications),
+            "enrolled_namespaces" => serde_json::to_value(&self.enrolled_namespaces),
             _ => return None,
         };
         Some(v.expect("node config serialises to JSON"))
@@ -110,6 +116,7 @@ impl NodeConfig {
             "services" => self.services = parse(name, json)?,
             "routes" => self.routes = parse(name, json)?,
             "peer_authentications" => self.peer_authentications = parse(name, json)?,
+            "enrolled_namespaces" => self.enrolled_namespaces = parse(name, json)?,
             other => {
                 return Err(format!(
                     "unknown section {other:?}: is this node older than the controller?"
@@ -125,11 +132,11 @@ impl NodeConfig {
     /// both and applies the rest (the compiler already leaves such pods out).
     pub fn validate(&self) -> Result<(), String> {
         for w in &self.workloads {
-            if !w.netns.is_absolute() {
+            if let Some(netns) = w.netns.as_ref().filter(|p| !p.is_absolute()) {
                 return Err(format!(
                     "workloads: {}: netns {} is not an absolute path",
                     w.key(),
-                    w.netns.display()
+                    netns.display()
                 ));
             }
         }
@@ -356,6 +363,10 @@ pub fn compile(objects: &[Object], node: &str, options: &Options) -> NodeConfig 
         services,
         routes,
         peer_authentications,
+        enrolled_namespaces: selection::enrolled_namespaces(objects)
+            .into_iter()
+            .map(String::from)
+            .collect(),
     }
 }
 

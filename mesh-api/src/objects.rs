@@ -168,6 +168,7 @@ pub(crate) struct Metadata {
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     pub creation_timestamp: Option<String>,
+    pub uid: Option<String>,
 }
 
 #[derive(Deserialize)]

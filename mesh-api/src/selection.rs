@@ -26,9 +26,18 @@ pub const MESH_LABEL: &str = "trellis.dev/mesh";
 pub struct Workload {
     pub namespace: String,
     pub name: String,
+    /// The pod's `metadata.uid`, how the node matches the pod to the sandbox the container
+    /// runtime (through the CNI plugin) or the kubelet's cgroups show it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
     pub service_account: String,
-    pub ip: Ipv4Addr,
-    pub netns: PathBuf,
+    /// `status.podIP`; `None` for a pod scheduled here whose sandbox is being created: the
+    /// node learns the address from the CNI plugin before the kubelet reports it.
+    pub ip: Option<Ipv4Addr>,
+    /// The network namespace the standalone mode's annotation names; `None` (always, in a
+    /// cluster) means the node finds it itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<PathBuf>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -186,16 +195,6 @@ pub fn select(objects: &[Object], node_name: &str) -> Selection {
             ));
             continue;
         }
-        let Some(ip) = pod.ip else {
-            selection.skipped.push(skip("no status.podIP yet".into()));
-            continue;
-        };
-        let Some(netns) = &pod.netns else {
-            selection.skipped.push(skip(format!(
-                "no {NETNS_ANNOTATION} annotation naming its network namespace"
-            )));
-            continue;
-        };
         if let Some(clash) = clashes.get(&key) {
             selection.skipped.push(skip(clash.reason.clone()));
             continue;
@@ -203,9 +202,10 @@ pub fn select(objects: &[Object], node_name: &str) -> Selection {
         selection.enrolled.push(Workload {
             namespace: pod.namespace.clone(),
             name: pod.name.clone(),
+            uid: pod.uid.clone(),
             service_account: pod.service_account.clone(),
-            ip,
-            netns: netns.clone(),
+            ip: pod.ip,
+            netns: pod.netns.clone(),
             labels: pod.labels.clone(),
         });
     }
@@ -246,9 +246,14 @@ pub fn endpoints(objects: &[Object], trust_domain: &str) -> std::collections::BT
     }
     let mut out = std::collections::BTreeMap::new();
     for (node, node_ip) in nodes {
-        for w in select(objects, node).enrolled {
+        // A pod without an address yet is no destination yet.
+        for (w, ip) in select(objects, node)
+            .enrolled
+            .into_iter()
+            .filter_map(|w| w.ip.map(|ip| (w, ip)))
+        {
             out.insert(
-                w.ip,
+                ip,
                 Endpoint {
                     workload: w.key(),
                     identity: w.identity(trust_domain),
@@ -310,7 +315,7 @@ status: {podIP: 198.18.0.1}
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: pending, namespace: shop, annotations: {trellis.dev/netns: pod-pending}}
+metadata: {name: pending, namespace: shop, uid: 3c0e2b1a-7d7c-4c1e-9a55-0b6c1d2e3f40}
 spec: {nodeName: node-1}
 "#;
 
@@ -318,16 +323,31 @@ spec: {nodeName: node-1}
     fn enrolls_only_labelled_namespaces_on_this_node() {
         let sel = select(&objects(CLUSTER), "node-1");
         let names: Vec<String> = sel.enrolled.iter().map(Workload::key).collect();
-        assert_eq!(names, ["shop/web"]);
-        let web = &sel.enrolled[0];
+        assert_eq!(names, ["shop/pending", "shop/web"]);
+        let web = &sel.enrolled[1];
         assert_eq!(web.service_account, "web-sa");
-        assert_eq!(web.ip, Ipv4Addr::new(10, 1, 1, 2));
-        assert_eq!(web.netns, PathBuf::from("/run/netns/pod-web"));
+        assert_eq!(web.ip, Some(Ipv4Addr::new(10, 1, 1, 2)));
+        assert_eq!(web.netns, Some(PathBuf::from("/run/netns/pod-web")));
 
         let node2 = select(&objects(CLUSTER), "node-2");
         assert_eq!(node2.enrolled[0].key(), "shop/db");
         assert_eq!(node2.enrolled[0].service_account, "default");
-        assert_eq!(node2.enrolled[0].netns, PathBuf::from("/proc/42/ns/net"));
+        assert_eq!(node2.enrolled[0].netns, Some(PathBuf::from("/proc/42/ns/net")));
+    }
+
+    /// A pod scheduled here whose sandbox the runtime is creating has neither an address nor
+    /// an annotation yet: it is a workload all the same, so the node enrolls it when the CNI
+    /// plugin reports its sandbox, before the pod can start.
+    #[test]
+    fn a_pod_without_an_address_yet_is_enrolled_by_uid() {
+        let sel = select(&objects(CLUSTER), "node-1");
+        let pending = &sel.enrolled[0];
+        assert_eq!(pending.key(), "shop/pending");
+        assert_eq!(
+            pending.uid.as_deref(),
+            Some("3c0e2b1a-7d7c-4c1e-9a55-0b6c1d2e3f40")
+        );
+        assert_eq!((pending.ip, pending.netns.as_ref()), (None, None));
     }
 
     #[test]
@@ -364,7 +384,6 @@ spec: {nodeName: node-1}
             .collect();
         assert!(reasons["shop/batch"].contains("opts it out"));
         assert!(reasons["shop/agent"].contains("hostNetwork"));
-        assert!(reasons["shop/pending"].contains("podIP"));
         // Pods outside enrolled namespaces are simply not part of the mesh.
         assert!(!reasons.contains_key("legacy/old"));
     }

@@ -63,9 +63,11 @@ fn human(config: &NodeConfig, section: &str) -> String {
                 .map(|w| {
                     vec![
                         w.key(),
-                        w.ip.to_string(),
+                        w.ip.map_or("(from its sandbox)".into(), |ip| ip.to_string()),
                         w.service_account.clone(),
-                        w.netns.display().to_string(),
+                        w.netns
+                            .as_ref()
+                            .map_or("(found by the node)".into(), |p| p.display().to_string()),
                     ]
                 })
                 .collect(),
@@ -149,6 +151,15 @@ fn human(config: &NodeConfig, section: &str) -> String {
                         destinations.join(", "),
                     ]
                 })
+                .collect(),
+        ),
+        "enrolled_namespaces" => (
+            "ENROLLED NAMESPACES (labelled trellis.dev/mesh=enabled)",
+            &["NAMESPACE"],
+            config
+                .enrolled_namespaces
+                .iter()
+                .map(|n| vec![n.clone()])
                 .collect(),
         ),
         _ => return String::new(),

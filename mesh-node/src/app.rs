@@ -22,6 +22,7 @@ use tokio::{
 
 use crate::{
     admin::{self, AdminState},
+    cni::{self, install::Install, server::CniServer},
     config::{Config, TunnelSecurity},
     control::{ControlClient, ControlStatus},
     datapath::{self, cgroup, netns, tproxy, Datapath, Settings},
@@ -51,6 +52,10 @@ pub enum Error {
     Identity(#[from] crate::identity::Error),
     #[error("reading this node's network namespace cookie: {0}")]
     Netns(std::io::Error),
+    #[error(transparent)]
+    Cni(#[from] cni::Error),
+    #[error("starting the {0} thread: {1}")]
+    Thread(&'static str, std::io::Error),
 }
 
 pub async fn run(config: Config) -> Result<(), Error> {
@@ -209,12 +214,17 @@ pub async fn run(config: Config) -> Result<(), Error> {
     );
     enroller.heartbeat = heartbeat;
     enroller.node_addresses = node_addresses;
+    enroller.kubelet_cgroups = config.kubelet_cgroup_root.clone();
+    enroller.namespaces_file = Some(config.cni_namespaces_file.clone());
+    let kick = Arc::new(tokio::sync::Notify::new());
+    serve_cni(&config, &registry, &enroller, &kick)?;
     let control = ControlClient {
         node_name: config.node_name.clone(),
         identities: identities
             .clone()
             .expect("the node always has an identity manager"),
         status: control_status.clone(),
+        kick,
     };
     let enrollment = tokio::spawn(control.run(enroller, shutdown_rx.clone()));
 
@@ -238,6 +248,50 @@ pub async fn run(config: Config) -> Result<(), Error> {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), active_rx.recv()).await;
     }
     tracing::info!("stopped; the datapath stays pinned and fails closed until an agent returns");
+    Ok(())
+}
+
+/// Listens for `trellis-cni` and, with `--cni-conf-dir`, keeps it chained into the runtime's
+/// CNI configuration (both on threads of their own: blocking file and socket work).
+fn serve_cni(
+    config: &Config,
+    registry: &Arc<ArcSwap<Registry>>,
+    enroller: &Enroller,
+    kick: &Arc<tokio::sync::Notify>,
+) -> Result<(), Error> {
+    let listener = CniServer::bind(&config.cni_socket)?;
+    let server = Arc::new(CniServer::new(
+        registry.clone(),
+        enroller.sandboxes.clone(),
+        kick.clone(),
+        config.cni_namespaces_file.clone(),
+    ));
+    std::thread::Builder::new()
+        .name("cni-server".into())
+        .spawn(move || server.serve(listener))
+        .map_err(|e| Error::Thread("CNI server", e))?;
+    tracing::info!(socket = %config.cni_socket.display(), "listening for trellis-cni");
+    if let Some(conf_dir) = &config.cni_conf_dir {
+        let plugin = match &config.cni_plugin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .map_err(|source| cni::Error::Io {
+                    path: "/proc/self/exe".into(),
+                    source,
+                })?
+                .with_file_name(mesh_cni::conflist::PLUGIN_TYPE),
+        };
+        let install = Install {
+            conf_dir: conf_dir.clone(),
+            bin_dir: config.cni_bin_dir.clone(),
+            plugin,
+            entry: mesh_cni::conflist::PluginEntry::new(&config.cni_socket, &config.cni_namespaces_file),
+        };
+        std::thread::Builder::new()
+            .name("cni-install".into())
+            .spawn(move || install.watch())
+            .map_err(|e| Error::Thread("CNI install", e))?;
+    }
     Ok(())
 }
 

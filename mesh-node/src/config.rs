@@ -153,6 +153,35 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_WORKER_THREADS", value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub worker_threads: Option<u64>,
 
+    /// The unix socket `trellis-cni` reports pod sandboxes on (root only; one per node).
+    #[arg(long, env = "TRELLIS_CNI_SOCKET", default_value = mesh_cni::protocol::DEFAULT_SOCKET)]
+    pub cni_socket: PathBuf,
+
+    /// Where the node leaves the enrolled namespaces for `trellis-cni`, which decides by them
+    /// while the node agent does not answer (pods of enrolled namespaces wait for it).
+    #[arg(long, env = "TRELLIS_CNI_NAMESPACES_FILE", default_value = mesh_cni::protocol::DEFAULT_NAMESPACES_FILE)]
+    pub cni_namespaces_file: PathBuf,
+
+    /// The container runtime's CNI configuration directory (e.g. `/etc/cni/net.d`): when
+    /// set, `trellis-cni` is chained into the primary configuration list there, and put back
+    /// whenever the primary CNI rewrites it.
+    #[arg(long, env = "TRELLIS_CNI_CONF_DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
+
+    /// The runtime's CNI plugin directory (e.g. `/opt/cni/bin`), where `trellis-cni` is
+    /// copied with `--cni-conf-dir`.
+    #[arg(long, env = "TRELLIS_CNI_BIN_DIR")]
+    pub cni_bin_dir: Option<PathBuf>,
+
+    /// The `trellis-cni` binary copied to `--cni-bin-dir`. Default: beside this executable.
+    #[arg(long, env = "TRELLIS_CNI_PLUGIN")]
+    pub cni_plugin: Option<PathBuf>,
+
+    /// The kubelet's cgroup root (holding `kubepods.slice` or `kubepods`), where pods that
+    /// ran before this agent started are found by their UID.
+    #[arg(long, env = "TRELLIS_KUBELET_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    pub kubelet_cgroup_root: PathBuf,
+
     /// Log format: human text or one JSON object per line.
     #[arg(long, env = "TRELLIS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

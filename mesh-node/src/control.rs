@@ -16,7 +16,7 @@ use mesh_api::{
     node_config::NodeConfig,
 };
 use serde::Serialize;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{identity::IdentityManager, workloads::enrollment::Enroller};
@@ -45,6 +45,9 @@ pub struct ControlClient {
     pub node_name: String,
     pub identities: Arc<IdentityManager>,
     pub status: Arc<Mutex<ControlStatus>>,
+    /// Asks for a pass now (a pod sandbox reported by the CNI plugin waits for it), also
+    /// while the controller is away.
+    pub kick: Arc<Notify>,
 }
 
 /// The config in force and the enroller that applies it; moved to the blocking pool per pass.
@@ -83,9 +86,17 @@ impl ControlClient {
             if applier.is_none() {
                 return; // a pass panicked; reported there
             }
-            tokio::select! {
-                () = tokio::time::sleep(jitter(backoff)) => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+            let retry_at = tokio::time::Instant::now() + jitter(backoff);
+            loop {
+                let kicked = tokio::select! {
+                    () = tokio::time::sleep_until(retry_at) => false,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                    () = self.kick.notified() => true,
+                };
+                if !kicked {
+                    break;
+                }
+                reapply(&mut applier, None).await;
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
@@ -172,6 +183,7 @@ impl ControlClient {
                     }
                 }
                 _ = tick.tick() => reapply(applier, None).await,
+                () = self.kick.notified() => reapply(applier, None).await,
             }
         }
     }

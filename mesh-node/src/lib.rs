@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cni;
 pub mod config;
 pub mod control;
 pub mod datapath;

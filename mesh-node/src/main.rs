@@ -1,8 +1,10 @@
 //! `mesh-node`: parse arguments, set up logging, run.
 
+use std::path::PathBuf;
+
 use clap::{Parser, Subcommand};
 use mesh_node::{
-    app,
+    app, cni,
     config::{Config, LogFormat},
     datapath,
 };
@@ -18,11 +20,21 @@ struct Cli {
 enum Command {
     /// Load the datapath, enroll this node's pods and run the proxy.
     Run(Box<Config>),
-    /// Detach the kernel programs and remove everything pinned under the bpffs directory.
+    /// Detach the kernel programs, remove everything pinned under the bpffs directory, and
+    /// take trellis-cni out of the CNI configuration.
     Uninstall {
         /// The bpffs directory `run` used.
         #[arg(long, env = "TRELLIS_BPFFS_DIR", default_value = "/sys/fs/bpf/trellis")]
-        bpffs_dir: std::path::PathBuf,
+        bpffs_dir: PathBuf,
+        /// The CNI configuration directory `run` chained trellis-cni into.
+        #[arg(long, env = "TRELLIS_CNI_CONF_DIR")]
+        cni_conf_dir: Option<PathBuf>,
+        /// The CNI plugin directory `run` copied trellis-cni to.
+        #[arg(long, env = "TRELLIS_CNI_BIN_DIR")]
+        cni_bin_dir: Option<PathBuf>,
+        /// The enrolled-namespaces file `run` left for the plugin.
+        #[arg(long, env = "TRELLIS_CNI_NAMESPACES_FILE", default_value = mesh_cni::protocol::DEFAULT_NAMESPACES_FILE)]
+        cni_namespaces_file: PathBuf,
     },
 }
 
@@ -38,8 +50,24 @@ fn main() -> anyhow::Result<()> {
             let runtime = builder.enable_all().build()?;
             runtime.block_on(app::run(*config))?;
         }
-        Command::Uninstall { bpffs_dir } => {
+        Command::Uninstall {
+            bpffs_dir,
+            cni_conf_dir,
+            cni_bin_dir,
+            cni_namespaces_file,
+        } => {
             init_logging(LogFormat::Text);
+            // The plugin first: from here on no pod waits for an agent that is going away.
+            if let Some(conf_dir) = &cni_conf_dir {
+                for changed in cni::install::uninstall(conf_dir, cni_bin_dir.as_deref())? {
+                    println!("removed trellis-cni from {}", changed.display());
+                }
+            }
+            match std::fs::remove_file(&cni_namespaces_file) {
+                Ok(()) => println!("removed {}", cni_namespaces_file.display()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(anyhow::anyhow!("{}: {e}", cni_namespaces_file.display())),
+            }
             let removed = datapath::uninstall(&bpffs_dir)?;
             datapath::tproxy::uninstall();
             println!(

@@ -2,9 +2,13 @@
 //!
 //! The controller's config names the workloads (`mesh_api::selection` decides which pods are
 //! enrolled); [`enrollment`] applies it to the datapath and keeps the registry the proxy
-//! reads.
+//! reads. A pod's network namespace is found through the sandbox the CNI plugin reported
+//! ([`sandboxes`]), or, for pods that ran before the agent, the kubelet's cgroups
+//! ([`kubelet`]).
 
 pub mod enrollment;
+pub mod kubelet;
+pub mod sandboxes;
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},

@@ -74,6 +74,11 @@ impl MeshNode {
             .arg(bpffs)
             .args(["--log-format", "json", "--connect-timeout-ms", "1000"])
             .args(["--drain-timeout-secs", "20"])
+            // Every simulated node has a CNI socket of its own (one machine, many nodes).
+            .arg("--cni-socket")
+            .arg(scratch.join(format!("{}-cni.sock", node.name)))
+            .arg("--cni-namespaces-file")
+            .arg(scratch.join(format!("{}-enrolled-namespaces.json", node.name)))
             .args(extra_args)
             .env("TRELLIS_LOG", "info")
             .stdout(out.try_clone()?)

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::{meta, typed, Doc, Ignored, Meta, Object};
 
 /// Pod annotation naming its network namespace: a name under `/run/netns` or an absolute
-/// path (`/proc/<pid>/ns/net`).
+/// path (`/proc/<pid>/ns/net`). For the standalone mode only, where the directory's author
+/// is the node's operator: the Kubernetes source drops it, since a pod's owner writes it and
+/// the node would open what it names. There the node finds a pod's namespace itself (the CNI
+/// plugin, or the kubelet's cgroups).
 pub const NETNS_ANNOTATION: &str = "trellis.dev/netns";
 
 /// The EndpointSlice label naming the Service it belongs to.
@@ -29,6 +32,9 @@ pub struct Namespace {
 pub struct Pod {
     pub namespace: String,
     pub name: String,
+    /// `metadata.uid`: what the container runtime (CNI) and the kubelet's cgroups name the
+    /// pod by.
+    pub uid: Option<String>,
     pub labels: BTreeMap<String, String>,
     pub service_account: String,
     pub node_name: Option<String>,
@@ -257,6 +263,7 @@ fn pod(doc: Doc<PodSpec, PodStatus>) -> Result<Object, String> {
     Ok(Object::Pod(Pod {
         namespace: meta.namespace.unwrap_or_else(|| "default".into()),
         name: meta.name.unwrap_or_default(),
+        uid: meta.uid,
         labels: meta.labels,
         service_account: doc.spec.service_account_name.unwrap_or_else(|| "default".into()),
         node_name: doc.spec.node_name,

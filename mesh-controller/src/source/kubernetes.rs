@@ -208,6 +208,10 @@ async fn run_kind(
             object.metadata.managed_fields = None;
             if let Some(annotations) = object.metadata.annotations.as_mut() {
                 annotations.remove(LAST_APPLIED);
+                // In a cluster a pod's owner writes its annotations: a path named there must
+                // never reach the node, which would open it (a FIFO, or the host's
+                // namespace). Nodes find a pod's namespace themselves (CNI, kubelet cgroups).
+                annotations.remove(mesh_api::objects::NETNS_ANNOTATION);
             }
         })
         .reflect(writer);

@@ -8,11 +8,18 @@ use std::{
     fs::File,
     io,
     net::Ipv4Addr,
-    os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
-    path::{Path, PathBuf},
+    os::{
+        fd::AsRawFd as _,
+        unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    },
+    path::Path,
+    sync::OnceLock,
 };
 
 const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// `statfs.f_type` of the namespace filesystem (`NSFS_MAGIC`, linux/magic.h).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
 
 /// The cookie of the network namespace at `path` (e.g. `/run/netns/pod-a` or
 /// `/proc/<pid>/ns/net`).
@@ -20,14 +27,54 @@ pub fn cookie(path: &Path) -> io::Result<u64> {
     cookie_of(&File::open(path)?)
 }
 
-/// The cookies of the namespaces enrolled pods live in, remembered between enrollment
-/// passes. Learning a cookie costs a thread and a `setns`; checking that a path still names
-/// the same namespace costs one `stat`. The open descriptor kept with each entry pins its
-/// namespace, so the namespace's inode number cannot be handed to a new namespace (a pod
-/// recreated under the same path) while the entry exists.
+/// Opens what `path` names as a pod's network namespace, refusing anything else: the open
+/// does not block (a FIFO there would hang enrollment), and the file must be a network
+/// namespace other than the node's own (a pod "in" the node's namespace would capture the
+/// node).
+pub fn open_pod_netns(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)?;
+    check_pod_netns(&file)?;
+    Ok(file)
+}
+
+/// Whether `file` is a network namespace, and not the node's.
+pub fn check_pod_netns(file: &File) -> io::Result<()> {
+    // SAFETY: fstatfs fills the zeroed struct; the result is checked.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatfs(file.as_raw_fd(), &mut fs) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if fs.f_type as i64 != NSFS_MAGIC {
+        return Err(io::Error::other("not a namespace file"));
+    }
+    let meta = file.metadata()?;
+    if own_netns_id().is_some_and(|own| own == (meta.dev(), meta.ino())) {
+        return Err(io::Error::other("this is the node's own network namespace"));
+    }
+    Ok(())
+}
+
+/// (device, inode) of the node's network namespace (the process's), read once.
+fn own_netns_id() -> Option<(u64, u64)> {
+    static OWN: OnceLock<Option<(u64, u64)>> = OnceLock::new();
+    *OWN.get_or_init(|| {
+        std::fs::metadata("/proc/self/ns/net")
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    })
+}
+
+/// What enrollment found in the namespaces of enrolled pods, by workload, remembered between
+/// passes. Learning a cookie costs a thread and a `setns`; checking that the pod is still in
+/// the same namespace costs an `fstat` of the descriptor the pass opened. The descriptor
+/// kept with each entry pins its namespace, so the namespace's inode number cannot be handed
+/// to a new namespace (a recreated pod sandbox) while the entry exists.
 #[derive(Default)]
 pub struct Cookies {
-    known: HashMap<PathBuf, Known>,
+    known: HashMap<String, Known>,
 }
 
 struct Known {
@@ -47,40 +94,32 @@ pub struct Pod {
 }
 
 impl Cookies {
-    /// The cookie of the namespace at `path` now.
-    pub fn get(&mut self, path: &Path) -> io::Result<u64> {
-        self.lookup(path, None).map(|p| p.netns_cookie)
+    /// The cookie of the namespace `ns` (workload `key`'s now).
+    pub fn get(&mut self, key: &str, ns: File) -> io::Result<u64> {
+        self.lookup(key, ns, None).map(|p| p.netns_cookie)
     }
 
-    /// The cookie of the namespace at `path` and the host-side peer of its interface holding
+    /// The cookie of the namespace `ns` and the host-side peer of its interface holding
     /// `ip`: an error until an interface holds it, or when that interface has no peer.
-    pub fn pod(&mut self, path: &Path, ip: Ipv4Addr) -> io::Result<Pod> {
-        self.lookup(path, Some(ip))
+    pub fn pod(&mut self, key: &str, ns: File, ip: Ipv4Addr) -> io::Result<Pod> {
+        self.lookup(key, ns, Some(ip))
     }
 
-    fn lookup(&mut self, path: &Path, ip: Option<Ipv4Addr>) -> io::Result<Pod> {
-        let now = match std::fs::metadata(path) {
-            Ok(m) => m,
-            Err(e) => {
-                // Gone (the pod was deleted): unpin at once, or its namespace, and the
-                // host end of its veth, would live on while the pod is still in the config.
-                self.known.remove(path);
-                return Err(e);
-            }
-        };
-        if let Some(k) = self.known.get(path) {
+    fn lookup(&mut self, key: &str, ns: File, ip: Option<Ipv4Addr>) -> io::Result<Pod> {
+        let now = ns.metadata()?;
+        if let Some(k) = self.known.get(key) {
             if (k.dev, k.ino) == (now.dev(), now.ino()) && (ip.is_none() || k.found.link.is_some()) {
                 return Ok(k.found);
             }
         }
-        let ns = File::open(path)?;
-        let opened = ns.metadata()?;
+        // Another namespace (or a first look): unpin the old one before visiting the new.
+        self.known.remove(key);
         let found = visit(&ns, ip)?;
         self.known.insert(
-            path.to_owned(),
+            key.to_owned(),
             Known {
-                dev: opened.dev(),
-                ino: opened.ino(),
+                dev: now.dev(),
+                ino: now.ino(),
                 found,
                 _pinned: ns,
             },
@@ -88,18 +127,18 @@ impl Cookies {
         Ok(found)
     }
 
-    /// Forgets what was found at `path`, so the next lookup visits the namespace again.
-    pub fn forget(&mut self, path: &Path) {
-        self.known.remove(path);
+    /// Forgets what was found for `key`, so the next lookup visits the namespace again.
+    pub fn forget(&mut self, key: &str) {
+        self.known.remove(key);
     }
 
-    /// Forgets (and unpins) every namespace whose path is not in `paths`.
-    pub fn retain(&mut self, paths: &HashSet<&Path>) {
-        self.known.retain(|path, _| paths.contains(path.as_path()));
+    /// Forgets (and unpins) every namespace whose workload is not in `keys`.
+    pub fn retain(&mut self, keys: &HashSet<String>) {
+        self.known.retain(|key, _| keys.contains(key));
     }
 }
 
-fn cookie_of(ns: &File) -> io::Result<u64> {
+pub fn cookie_of(ns: &File) -> io::Result<u64> {
     visit(ns, None).map(|p| p.netns_cookie)
 }
 
@@ -170,21 +209,41 @@ mod tests {
     }
 
     #[test]
-    fn remembered_cookies_are_checked_against_the_path_and_forgotten_on_request() {
+    fn remembered_cookies_are_checked_against_the_descriptor_and_forgotten_on_request() {
         let mut cookies = super::Cookies::default();
-        let own = Path::new("/proc/self/ns/net");
-        let first = cookies.get(own).unwrap();
+        let open = |p: &str| std::fs::File::open(p).unwrap();
+        let first = cookies.get("shop/a", open("/proc/self/ns/net")).unwrap();
         assert_eq!(first, super::own_cookie().unwrap());
-        assert_eq!(cookies.get(own).unwrap(), first, "the remembered cookie");
+        assert_eq!(
+            cookies.get("shop/a", open("/proc/self/ns/net")).unwrap(),
+            first,
+            "the remembered cookie"
+        );
         assert_eq!(cookies.known.len(), 1);
 
-        // Another path naming another namespace kind: a fresh lookup, which fails for a
-        // non-network namespace instead of returning a remembered value.
-        assert!(cookies.get(Path::new("/proc/self/ns/uts")).is_err());
-        assert!(cookies.get(Path::new("/nonexistent/netns")).is_err());
+        // Another namespace kind: a fresh lookup, which fails for a non-network namespace
+        // instead of returning a remembered value, and unpins the old one.
+        assert!(cookies.get("shop/a", open("/proc/self/ns/uts")).is_err());
+        assert!(cookies.known.is_empty());
 
+        cookies.get("shop/a", open("/proc/self/ns/net")).unwrap();
         cookies.retain(&HashSet::new());
         assert_eq!(cookies.known.len(), 0);
+    }
+
+    #[test]
+    fn only_a_network_namespace_other_than_the_nodes_is_a_pods() {
+        let refused = |p: &str| super::open_pod_netns(Path::new(p)).unwrap_err().to_string();
+        assert!(refused("/proc/self/ns/net").contains("node's own"));
+        assert!(refused("/etc/hostname").contains("not a namespace"));
+        // A FIFO is refused at once rather than hanging the open.
+        let fifo = std::env::temp_dir().join(format!("trellis-fifo-{}", std::process::id()));
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo on a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = refused(fifo.to_str().unwrap());
+        std::fs::remove_file(&fifo).unwrap();
+        assert!(err.contains("not a namespace"), "{err}");
     }
 
     /// A pod recreated under the same netns path is a new namespace with a new cookie, even
@@ -209,17 +268,14 @@ mod tests {
         let ns = Netns(format!("trellis-cookie-test-{}", std::process::id()));
         let path = Path::new("/run/netns").join(&ns.0);
         let mut cookies = super::Cookies::default();
+        let open = || super::open_pod_netns(&path);
         ip(&["netns", "add", &ns.0]);
-        let first = cookies.get(&path).unwrap();
+        let first = cookies.get("shop/a", open().unwrap()).unwrap();
         // Deleted and recreated between two passes.
         ip(&["netns", "del", &ns.0]);
         ip(&["netns", "add", &ns.0]);
-        let second = cookies.get(&path).unwrap();
+        let second = cookies.get("shop/a", open().unwrap()).unwrap();
         assert_ne!(first, second);
         assert_eq!(second, super::cookie(&path).unwrap());
-        // Deleted and seen gone by a pass: unpinned at once.
-        ip(&["netns", "del", &ns.0]);
-        assert!(cookies.get(&path).is_err(), "the path is gone");
-        assert!(cookies.known.is_empty(), "a vanished namespace stays pinned");
     }
 }

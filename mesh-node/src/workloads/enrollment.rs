@@ -14,8 +14,9 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fs::File,
     net::Ipv4Addr,
-    path::Path,
+    path::PathBuf,
     sync::{Arc, Mutex},
     time::SystemTime,
 };
@@ -29,7 +30,7 @@ use mesh_api::{
     selection::Endpoint,
 };
 
-use super::{Heartbeat, NodeAddresses, Selection, Skipped, Workload};
+use super::{kubelet, sandboxes::Sandboxes, Heartbeat, NodeAddresses, Selection, Skipped, Workload};
 use crate::{
     datapath::{self, netns, Datapath, PodDatapath},
     identity::IdentityManager,
@@ -57,6 +58,9 @@ pub struct Registry {
     pub services: ServiceIndex,
     /// Addresses of the other mesh nodes (those of remote endpoints).
     pub peer_nodes: HashSet<Ipv4Addr>,
+    /// The namespaces labelled into the mesh (what the CNI plugin is answered by for a pod
+    /// the config does not list yet).
+    pub enrolled_namespaces: BTreeSet<String>,
     #[serde(skip)]
     by_cookie: HashMap<u64, String>,
     #[serde(skip)]
@@ -136,14 +140,14 @@ impl Registry {
     fn insert(&mut self, entry: EnrolledWorkload) {
         let key = entry.workload.key();
         self.by_cookie.insert(entry.datapath.netns_cookie, key.clone());
-        self.by_ip.insert(entry.workload.ip, key.clone());
+        self.by_ip.insert(entry.datapath.ip, key.clone());
         self.workloads.insert(key, entry);
     }
 
     fn remove(&mut self, key: &str) -> Option<EnrolledWorkload> {
         let entry = self.workloads.remove(key)?;
         self.by_cookie.remove(&entry.datapath.netns_cookie);
-        self.by_ip.remove(&entry.workload.ip);
+        self.by_ip.remove(&entry.datapath.ip);
         Some(entry)
     }
 }
@@ -168,6 +172,15 @@ pub struct Enroller {
     pub node_addresses: Arc<NodeAddresses>,
     /// The pod addresses the divert rule holds now (`None`: unknown, write them).
     diverted: Option<BTreeSet<Ipv4Addr>>,
+    /// Pod sandboxes reported by the CNI plugin: where a pod's namespace is found first.
+    pub sandboxes: Arc<Mutex<Sandboxes>>,
+    /// The kubelet's cgroup root, where pods that ran before the agent are found by UID.
+    pub kubelet_cgroups: PathBuf,
+    /// Sandbox processes found there, by pod UID, so a pass does not walk the cgroups again
+    /// while they live.
+    sandbox_pids: HashMap<String, u32>,
+    /// Where the enrolled namespaces are written for the CNI plugin (`None`: nowhere).
+    pub namespaces_file: Option<PathBuf>,
 }
 
 impl Enroller {
@@ -190,6 +203,10 @@ impl Enroller {
             heartbeat: Arc::default(),
             node_addresses: Arc::default(),
             diverted: None,
+            sandboxes: Arc::default(),
+            kubelet_cgroups: PathBuf::from("/sys/fs/cgroup"),
+            sandbox_pids: HashMap::new(),
+            namespaces_file: None,
         }
     }
 
@@ -212,6 +229,11 @@ impl Enroller {
             reg.peer_nodes = config.endpoints.values().filter_map(|e| e.node_ip).collect();
             reg.peer_authentications = PeerAuthentications::new(config.peer_authentications.iter().cloned());
             reg.services = ServiceIndex::build(&config.services, &reg.services);
+            if reg.enrolled_namespaces != config.enrolled_namespaces || reg.config_version == 0 {
+                reg.enrolled_namespaces = config.enrolled_namespaces.clone();
+                self.write_namespaces_file();
+            }
+            let reg = &mut self.registry;
             reg.config_version = version;
             reg.config_applied_at = Some(SystemTime::now());
         }
@@ -228,7 +250,7 @@ impl Enroller {
 
     /// Keeps the divert rule's set (`datapath::tproxy`) equal to the enrolled pod addresses.
     fn divert_enrolled_pods(&mut self) {
-        let now: BTreeSet<Ipv4Addr> = self.registry.workloads.values().map(|e| e.workload.ip).collect();
+        let now: BTreeSet<Ipv4Addr> = self.registry.workloads.values().map(|e| e.datapath.ip).collect();
         if self.diverted.as_ref() == Some(&now) {
             return;
         }
@@ -245,7 +267,7 @@ impl Enroller {
         let local: HashMap<Ipv4Addr, Identity> = reg
             .workloads
             .values()
-            .map(|e| (e.workload.ip, e.workload.identity(trust_domain)))
+            .map(|e| (e.datapath.ip, e.workload.identity(trust_domain)))
             .collect();
         if let Some(ids) = &self.identities {
             ids.set_local(local);
@@ -255,34 +277,45 @@ impl Enroller {
     fn apply(&mut self, selection: &Selection) {
         let datapath = self.datapath.clone();
         let mut datapath = datapath.lock().unwrap_or_else(|p| p.into_inner());
+        let sandboxes = self.sandboxes.clone();
+        let mut sandboxes = sandboxes.lock().unwrap_or_else(|p| p.into_inner());
         let mut failed = Vec::new();
         let mut resolved = Vec::new();
-        let (alone, clashing) = alone_by(selection.enrolled.iter().collect(), |w| w.ip);
-        for w in clashing {
+        // The kubelet's cgroups are walked at most once a pass, and only when a pod needs it.
+        let mut cgroups = None;
+        for workload in &selection.enrolled {
+            let key = workload.key();
+            let found = self
+                .netns_of(workload, &sandboxes, &mut cgroups)
+                .and_then(|(ns, ip)| resolve(&key, ns, ip, &mut self.cookies));
+            match found {
+                Ok(dp) => resolved.push((workload, dp)),
+                Err(reason) => {
+                    // Look for it afresh next pass (the sandbox process may be another now).
+                    if let Some(uid) = &workload.uid {
+                        self.sandbox_pids.remove(uid);
+                    }
+                    failed.push(Skipped { pod: key, reason })
+                }
+            }
+        }
+        let (resolved, clashing) = alone_by(resolved, |(_, dp)| dp.ip);
+        for (w, dp) in clashing {
             failed.push(Skipped {
                 pod: w.key(),
                 reason: format!(
                     "another workload of this config has the address {}: neither is enrolled",
-                    w.ip
+                    dp.ip
                 ),
             });
         }
-        for workload in alone {
-            match resolve(workload, &mut self.cookies) {
-                Ok(dp) => resolved.push((workload, dp)),
-                Err(reason) => failed.push(Skipped {
-                    pod: workload.key(),
-                    reason,
-                }),
-            }
-        }
         let (resolved, clashing) = alone_by(resolved, |(_, dp)| dp.netns_cookie);
-        for (w, _) in clashing {
+        for (w, dp) in clashing {
             failed.push(Skipped {
                 pod: w.key(),
                 reason: format!(
-                    "its network namespace {} is another workload's too: neither is enrolled",
-                    w.netns.display()
+                    "its network namespace (cookie {}) is another workload's too: neither is enrolled",
+                    dp.netns_cookie
                 ),
             });
         }
@@ -321,7 +354,7 @@ impl Enroller {
         for key in stale {
             if let Some(old) = reg.remove(&key) {
                 match datapath.unenroll(&old.datapath) {
-                    Ok(()) => tracing::info!(workload = %key, ip = %old.workload.ip, "unenrolled"),
+                    Ok(()) => tracing::info!(workload = %key, ip = %old.datapath.ip, "unenrolled"),
                     Err(e) => tracing::warn!(workload = %key, error = %e, "unenrolling"),
                 }
                 reg.last_change = Some(SystemTime::now());
@@ -335,7 +368,7 @@ impl Enroller {
                 Ok(()) => {
                     tracing::info!(
                         workload = %workload.key(),
-                        ip = %workload.ip,
+                        ip = %dp.ip,
                         veth = %dp.host_iface,
                         netns_cookie = dp.netns_cookie,
                         "enrolled"
@@ -352,15 +385,73 @@ impl Enroller {
                 }),
             }
         }
-        let paths: HashSet<&Path> = selection.enrolled.iter().map(|w| w.netns.as_path()).collect();
-        self.cookies.retain(&paths);
+        let keys: HashSet<String> = selection.enrolled.iter().map(Workload::key).collect();
+        self.cookies.retain(&keys);
+        sandboxes.retain(|pod| keys.contains(pod));
+        let uids: HashSet<&str> = selection
+            .enrolled
+            .iter()
+            .filter_map(|w| w.uid.as_deref())
+            .collect();
+        self.sandbox_pids.retain(|uid, _| uids.contains(uid.as_str()));
         for f in &failed {
             if !reg.failed.contains(f) {
                 tracing::warn!(workload = %f.pod, reason = %f.reason, "cannot enroll yet; will retry");
             }
         }
+        failed.sort_by(|a, b| a.pod.cmp(&b.pod));
         reg.failed = failed;
         reg.skipped = selection.skipped.clone();
+    }
+
+    /// Where the workload's network namespace is, and its address: the sandbox the CNI
+    /// plugin reported, else the standalone mode's annotation, else the pod's sandbox process
+    /// in the kubelet's cgroups (pods that ran before this agent). The runtime's address
+    /// wins over `status.podIP`, which the kubelet copies from it later.
+    fn netns_of(
+        &mut self,
+        w: &Workload,
+        sandboxes: &Sandboxes,
+        cgroups: &mut Option<HashMap<String, PathBuf>>,
+    ) -> Result<(File, Option<Ipv4Addr>), String> {
+        if let Some(sandbox) = sandboxes.of(w) {
+            let ns = sandbox
+                .netns
+                .try_clone()
+                .map_err(|e| format!("duplicating the sandbox's namespace descriptor: {e}"))?;
+            return Ok((ns, sandbox.ipv4().or(w.ip)));
+        }
+        if let Some(path) = &w.netns {
+            return netns::open_pod_netns(path)
+                .map(|ns| (ns, w.ip))
+                .map_err(|e| format!("network namespace {}: {e}", path.display()));
+        }
+        let Some(uid) = &w.uid else {
+            return Err("no sandbox reported by trellis-cni yet, and no pod UID to find it by".into());
+        };
+        if let Some(ns) = self
+            .sandbox_pids
+            .get(uid)
+            .and_then(|pid| kubelet::process_netns(*pid).ok())
+        {
+            return Ok((ns, w.ip));
+        }
+        let cgroups = cgroups.get_or_insert_with(|| kubelet::pod_cgroups(&self.kubelet_cgroups));
+        let (ns, pid) = kubelet::pod_netns(&self.kubelet_cgroups, cgroups, uid)?;
+        self.sandbox_pids.insert(uid.clone(), pid);
+        Ok((ns, w.ip))
+    }
+
+    /// Leaves the enrolled namespaces where the CNI plugin reads them when this agent does
+    /// not answer.
+    fn write_namespaces_file(&self) {
+        let Some(path) = &self.namespaces_file else { return };
+        let known = mesh_cni::protocol::EnrolledNamespaces {
+            namespaces: self.registry.enrolled_namespaces.iter().cloned().collect(),
+        };
+        if let Err(e) = known.write(path) {
+            tracing::warn!(path = %path.display(), error = %e, "writing the enrolled namespaces for the CNI plugin");
+        }
     }
 }
 
@@ -377,19 +468,27 @@ fn alone_by<T, K: std::hash::Hash + Eq>(items: Vec<T>, key: impl Fn(&T) -> K) ->
     items.into_iter().partition(|item| count[&key(item)] == 1)
 }
 
-/// Finds what the kernel needs for a workload: its netns cookie and host-side interface (the
-/// peer of the pod's interface holding its IP, whatever the CNI: veth, bridge port, ptp).
-fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatapath, String> {
+/// Finds what the kernel needs for a workload in its namespace `ns`: the namespace's cookie
+/// and the host-side interface (the peer of the pod's interface holding its IP, whatever the
+/// CNI: veth, bridge port, ptp). Finding the address in the namespace also proves the
+/// namespace is the pod's.
+fn resolve(
+    key: &str,
+    ns: File,
+    ip: Option<Ipv4Addr>,
+    cookies: &mut netns::Cookies,
+) -> Result<PodDatapath, String> {
+    let ip = ip.ok_or("no address yet: neither the CNI plugin nor status.podIP gave one")?;
     let pod = cookies
-        .pod(&workload.netns, workload.ip)
-        .map_err(|e| format!("network namespace {}: {e}", workload.netns.display()))?;
+        .pod(key, ns, ip)
+        .map_err(|e| format!("in its network namespace: {e}"))?;
     let pod_side = pod.link.ok_or("no host-side interface")?;
     let host_ifindex = pod_side.peer;
     let host = datapath::veth::host_side(host_ifindex)
         .map_err(|e| format!("reading the pod's host-side interface (ifindex {host_ifindex}): {e}"))?;
     let Some(host) = host else {
         // The veth was replaced in the same namespace: look again next pass.
-        cookies.forget(&workload.netns);
+        cookies.forget(key);
         return Err(format!(
             "the pod's host-side interface (ifindex {host_ifindex}) is gone from this node"
         ));
@@ -397,7 +496,7 @@ fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatap
     if !host.links_back_to(&pod_side) {
         // Not the pod's veth (a macvlan parent, or an index the pod steered): guarding it would
         // cut the wrong traffic and leave the pod's own link unguarded.
-        cookies.forget(&workload.netns);
+        cookies.forget(key);
         return Err(format!(
             "the pod's interface names {} (ifindex {host_ifindex}, {}) as its peer, which is not \
              a veth leading back to it: not enrolled (only veth-attached pods are supported)",
@@ -407,7 +506,7 @@ fn resolve(workload: &Workload, cookies: &mut netns::Cookies) -> Result<PodDatap
     }
     Ok(PodDatapath {
         netns_cookie: pod.netns_cookie,
-        ip: workload.ip,
+        ip,
         host_iface: host.name,
         host_ifindex,
         bridged: host.bridged,
