@@ -5,7 +5,9 @@
 //! newline-delimited watch events and closes it when it wants the connection dropped. Status
 //! writes (`PATCH …/<name>/status`) are answered 200 and their bodies kept, so the tests can
 //! read what the controller wrote and feed it back as a `MODIFIED` event, as the API server
-//! would.
+//! would. TokenReviews (`POST …/tokenreviews`) are answered with the recorded review of the
+//! same token (`token-review/reviews/`), and their bodies kept too; single objects (`GET
+//! …/pods/<name>`) are served from the recordings a test names ([`FakeApiServer::serve`]).
 
 // Each test binary that includes this module uses part of it.
 #![allow(dead_code)]
@@ -79,7 +81,10 @@ struct Route {
     seen: Vec<Seen>,
 }
 
-/// Bodies of the status patches received, per path, in order.
+/// Where TokenReviews are created.
+pub const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
+
+/// Bodies of the writes received (status patches, TokenReviews), per path, in order.
 type Patches = Arc<Mutex<HashMap<String, Vec<serde_json::Value>>>>;
 
 /// An API server that answers from recordings.
@@ -123,6 +128,9 @@ impl FakeApiServer {
                             if req.method() == hyper::Method::PATCH {
                                 return Ok::<_, Infallible>(answer_patch(&patched, req).await);
                             }
+                            if req.method() == hyper::Method::POST && req.uri().path() == TOKEN_REVIEWS {
+                                return Ok(answer_review(&patched, req).await);
+                            }
                             Ok(answer(&routes, &req))
                         }
                     });
@@ -148,6 +156,25 @@ impl FakeApiServer {
             .iter()
             .map(|(status, name)| (StatusCode::from_u16(*status).unwrap(), recording(name)))
             .collect();
+    }
+
+    /// Answers every `GET path` with a recording (a single object, such as a pod).
+    pub fn serve(&self, path: &str, name: &str) {
+        let route = Route {
+            lists: [(StatusCode::OK, recording(name))].into(),
+            ..Route::default()
+        };
+        self.routes.lock().unwrap().insert(path.to_string(), route);
+    }
+
+    /// How many requests `path` has had (lists, watches and gets; not writes).
+    pub fn requests(&self, path: &str) -> usize {
+        self.routes.lock().unwrap().get(path).map_or(0, |r| r.seen.len())
+    }
+
+    /// The bodies of the TokenReviews created so far.
+    pub fn reviews(&self) -> Vec<serde_json::Value> {
+        self.patches(TOKEN_REVIEWS)
     }
 
     /// Streams the events of a recording on the open watch of `path` (waiting for one).
@@ -260,6 +287,37 @@ async fn answer_patch(patches: &Patches, req: Request<hyper::body::Incoming>) ->
     Response::builder()
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(r#"{"metadata":{}}"#)).boxed())
+        .unwrap()
+}
+
+/// A TokenReview: kept, and answered as the API server does (201 Created, the review with its
+/// status) from the recorded review of the same token.
+async fn answer_review(writes: &Patches, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let token = body["spec"]["token"].clone();
+    writes
+        .lock()
+        .unwrap()
+        .entry(TOKEN_REVIEWS.to_string())
+        .or_default()
+        .push(body);
+    let dir = format!("{RECORDINGS}/token-review/reviews");
+    let recorded = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .find(|text| serde_json::from_str::<serde_json::Value>(text).unwrap()["spec"]["token"] == token);
+    let (status, body) = match recorded {
+        Some(review) => (StatusCode::CREATED, review),
+        None => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the fake API server has no recorded review of this token","code":500}"#.into(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)).boxed())
         .unwrap()
 }
 
