@@ -16,11 +16,11 @@ use mesh_api::{
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
 use crate::{
-    authz::NodeTokens,
     ca::CertificateAuthority,
     config::{Config, SourceKind},
     debug::{self, DebugState},
     distribution::{ConfigService, SyncTable},
+    node_auth::NodeAuthenticator,
     service::CaService,
     source::{self, Snapshots},
     status_writer,
@@ -34,7 +34,15 @@ pub const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 pub async fn run(config: Config) -> anyhow::Result<()> {
     mesh_api::crypto::install_default();
     let ca = Arc::new(CertificateAuthority::load_or_generate(&config.ca_dir)?);
-    let tokens = Arc::new(NodeTokens::load(&config.node_tokens)?);
+    let client = match config.source {
+        SourceKind::Kubernetes => Some(
+            kube::Client::try_default()
+                .await
+                .map_err(source::Error::KubeConfig)?,
+        ),
+        SourceKind::Directory => None,
+    };
+    let node_auth = Arc::new(NodeAuthenticator::from_config(&config, client.clone())?);
     let snapshots = source::start(&config).await?;
     let source = match (&config.source, &config.config_dir) {
         (SourceKind::Directory, Some(dir)) => format!("directory {}", dir.display()),
@@ -43,10 +51,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let diagnostics = Arc::new(RwLock::new(Vec::new()));
     tokio::spawn(report_diagnostics(snapshots.clone(), diagnostics.clone()));
-    if config.source == SourceKind::Kubernetes {
-        let client = kube::Client::try_default()
-            .await
-            .map_err(source::Error::KubeConfig)?;
+    if let Some(client) = client {
         tokio::spawn(status_writer::run(client, snapshots.clone()));
     }
 
@@ -61,13 +66,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             snapshots: snapshots.clone(),
             table: table.clone(),
             diagnostics,
+            config: config.clone(),
         }),
     ));
 
     let (cert, key) = ca.serving_cert(&config.server_name)?;
     let ca_service = CaService {
         ca,
-        tokens: tokens.clone(),
+        node_auth: node_auth.clone(),
         snapshots: snapshots.clone(),
         trust_domain: config.trust_domain.clone(),
         default_ttl: Duration::from_secs(config.default_ttl_secs),
@@ -75,7 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let config_service = ConfigService {
-        tokens,
+        node_auth,
         stopping: stopping.clone(),
         snapshots,
         options: Options {
@@ -85,7 +91,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         table,
     };
-    tracing::info!(listen = %config.listen, server_name = %config.server_name, debug = %config.debug_addr, "config stream and CA starting");
+    tracing::info!(listen = %config.listen, server_name = %config.server_name, debug = %config.debug_addr, node_auth = ?config.node_auth, "config stream and CA starting");
     let serve = Server::builder()
         // Config streams live for days: pings find nodes that vanished without a FIN.
         .http2_keepalive_interval(Some(Duration::from_secs(15)))

@@ -41,10 +41,38 @@ pub struct Config {
     )]
     pub server_name: String,
 
+    /// How a node proves which node it is, on the config stream and to the CA:
+    /// `bootstrap-tokens` (a token per node from `--node-tokens`; standalone) or
+    /// `token-review` (the node agent's projected service-account token, checked by a
+    /// TokenReview and bound to the agent's pod, whose `spec.nodeName` is the node; needs
+    /// `--source kubernetes`).
+    #[arg(long, env = "TRELLIS_NODE_AUTH", value_enum, default_value_t = NodeAuth::BootstrapTokens)]
+    pub node_auth: NodeAuth,
+
     /// YAML map of node name to bootstrap token (`n1: <token>`): a node proves who it is
-    /// with its token. Tokens must be at least 16 characters.
+    /// with its token. Tokens must be at least 16 characters. Needed by `--node-auth
+    /// bootstrap-tokens`, refused with `token-review`.
     #[arg(long, env = "TRELLIS_NODE_TOKENS")]
-    pub node_tokens: PathBuf,
+    pub node_tokens: Option<PathBuf>,
+
+    /// `--node-auth token-review`: the audience node agents' tokens must be issued for (the
+    /// `audience` of the node DaemonSet's projected `serviceAccountToken` volume). A token
+    /// for the API server, or for anything else, is refused.
+    #[arg(
+        long,
+        env = "TRELLIS_NODE_TOKEN_AUDIENCE",
+        default_value = "trellis-controller"
+    )]
+    pub node_token_audience: String,
+
+    /// `--node-auth token-review`: the node agents' service account, `<namespace>/<name>`
+    /// (the node DaemonSet's `serviceAccountName`). Tokens of any other account are refused.
+    #[arg(
+        long,
+        env = "TRELLIS_NODE_SERVICE_ACCOUNT",
+        default_value = "trellis-system/mesh-node"
+    )]
+    pub node_service_account: String,
 
     /// Workload certificate lifetime when the request asks for none, in seconds (24h).
     #[arg(long, env = "TRELLIS_CERT_TTL_SECS", default_value_t = 86_400)]
@@ -79,4 +107,13 @@ pub enum SourceKind {
     Directory,
     /// Watches of the API server.
     Kubernetes,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum NodeAuth {
+    /// `--node-tokens`: a token per node, provisioned by the operator.
+    BootstrapTokens,
+    /// Projected service-account tokens checked with the API server's TokenReview.
+    TokenReview,
 }

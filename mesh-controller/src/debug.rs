@@ -1,7 +1,7 @@
 //! The controller's debug endpoint (Istio's istiod uses 15014): `/debug/syncz` (source,
 //! diagnostics and every node's sync state, what `mesh-ctl status` shows),
 //! `/debug/config_dump?node=<name>` (the config a node acknowledged, for `mesh-ctl
-//! proxy-config`), `/ready`.
+//! proxy-config`), `/debug/config` (the controller's own configuration), `/ready`.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -15,7 +15,7 @@ use mesh_api::{
 use serde::Serialize;
 use tokio::net::TcpListener;
 
-use crate::{distribution::SyncTable, source::Snapshots};
+use crate::{config::Config, distribution::SyncTable, source::Snapshots};
 
 pub struct DebugState {
     pub source: String,
@@ -23,6 +23,8 @@ pub struct DebugState {
     pub table: SyncTable,
     /// Diagnostics of the latest snapshot, computed once per revision by the app.
     pub diagnostics: Arc<std::sync::RwLock<Vec<Diagnostic>>>,
+    /// What the controller runs with (flags and environment), for `/debug/config`.
+    pub config: Config,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<DebugState>) {
@@ -68,6 +70,7 @@ fn route<B>(state: &DebugState, req: &Request<B>) -> Response<Full<Bytes>> {
                 nodes: state.table.nodes(),
             })
         }
+        "/debug/config" => json(&state.config),
         "/debug/config_dump" => {
             let node = req
                 .uri()
@@ -93,7 +96,7 @@ fn route<B>(state: &DebugState, req: &Request<B>) -> Response<Full<Bytes>> {
         }
         "/" => text(
             StatusCode::OK,
-            "/ready /debug/syncz /debug/config_dump?node=<name>\n",
+            "/ready /debug/syncz /debug/config /debug/config_dump?node=<name>\n",
         ),
         other => text(StatusCode::NOT_FOUND, &format!("no debug page {other}; try /\n")),
     }

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{authz, source::Snapshots};
+use crate::{node_auth::NodeAuthenticator, source::Snapshots};
 
 /// Sync state and last acknowledged config of every node seen since the controller started.
 #[derive(Default, Clone)]
@@ -68,7 +68,7 @@ impl SyncTable {
 }
 
 pub struct ConfigService {
-    pub tokens: Arc<authz::NodeTokens>,
+    pub node_auth: Arc<NodeAuthenticator>,
     pub snapshots: Snapshots,
     pub options: Options,
     pub table: SyncTable,
@@ -84,7 +84,7 @@ impl ConfigDiscovery for ConfigService {
         &self,
         request: Request<Streaming<NodeMessage>>,
     ) -> Result<Response<Self::StreamConfigStream>, Status> {
-        let node = authz::authenticate(&self.tokens, request.metadata())?;
+        let node = self.node_auth.authenticate(request.metadata()).await?;
         let mut inbound = request.into_inner();
         let hello = match inbound.message().await? {
             Some(NodeMessage {

@@ -1,5 +1,5 @@
 //! `istio.v1.auth.IstioCertificateService/CreateCertificate`: authenticate the node by its
-//! bearer token, check it may hold the identity its CSR asks for, sign.
+//! bearer token (`node_auth`), check it may hold the identity its CSR asks for, sign.
 
 use std::{sync::Arc, time::Duration};
 
@@ -12,11 +12,11 @@ use mesh_api::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::{authz, ca::CertificateAuthority, source::Snapshots};
+use crate::{authz, ca::CertificateAuthority, node_auth::NodeAuthenticator, source::Snapshots};
 
 pub struct CaService {
     pub ca: Arc<CertificateAuthority>,
-    pub tokens: Arc<authz::NodeTokens>,
+    pub node_auth: Arc<NodeAuthenticator>,
     /// What the controller knows: which workloads run where.
     pub snapshots: Snapshots,
     pub trust_domain: String,
@@ -30,7 +30,7 @@ impl IstioCertificateService for CaService {
         &self,
         request: Request<IstioCertificateRequest>,
     ) -> Result<Response<IstioCertificateResponse>, Status> {
-        let node = authz::authenticate(&self.tokens, request.metadata())?;
+        let node = self.node_auth.authenticate(request.metadata()).await?;
         let req = request.into_inner();
         let identity = requested_identity(&req.csr)?;
         let snapshot = self.snapshots.borrow().clone();

@@ -1,16 +1,21 @@
 //! The deploy manifests agree with the code: the controller's ClusterRole grants list and watch
-//! on exactly the kinds the Kubernetes source watches, and the Deployment's arguments are
-//! flags `mesh-controller run` accepts, and a node agent is given its own token only. (No
-//! cluster here to apply them to.)
+//! on exactly the kinds the Kubernetes source watches, the Deployment's arguments are flags
+//! `mesh-controller run` accepts, and a node agent is given its own projected token only, for
+//! the audience and service account the controller expects. (No cluster here to apply them
+//! to.)
 
 use std::collections::BTreeSet;
 
 use clap::Parser;
 use k8s_openapi::api::{
     apps::v1::{DaemonSet, Deployment},
+    core::v1::ServiceAccount,
     rbac::v1::ClusterRole,
 };
-use mesh_controller::{config::Config, source::kubernetes};
+use mesh_controller::{
+    config::{Config, NodeAuth, SourceKind},
+    source::kubernetes,
+};
 use serde::Deserialize;
 
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
@@ -50,8 +55,8 @@ fn the_cluster_role_lets_the_controller_watch_exactly_what_it_watches() {
     assert_eq!(granted, watched);
 }
 
-#[test]
-fn the_deployment_passes_flags_the_controller_accepts() {
+/// The controller's configuration, from the Deployment's arguments.
+fn controller_config() -> Config {
     #[derive(Parser)]
     struct Run {
         #[command(flatten)]
@@ -66,19 +71,55 @@ fn the_deployment_passes_flags_the_controller_accepts() {
     let run =
         Run::try_parse_from(std::iter::once("mesh-controller".to_string()).chain(args[1..].iter().cloned()))
             .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(run.config.source, mesh_controller::config::SourceKind::Kubernetes);
-    assert_eq!(run.config.listen.port(), 15012);
+    run.config
+}
+
+#[test]
+fn the_deployment_passes_flags_the_controller_accepts() {
+    let config = controller_config();
+    assert_eq!(config.source, SourceKind::Kubernetes);
+    assert_eq!(config.listen.port(), 15012);
+    assert_eq!(config.node_auth, NodeAuth::TokenReview);
+    assert_eq!(config.node_tokens, None, "no bootstrap tokens in a cluster");
+    let [deployment] = documents::<Deployment>("controller.yaml", "Deployment")
+        .try_into()
+        .expect("one Deployment");
+    let pod = deployment.spec.unwrap().template.spec.unwrap();
+    for v in pod.volumes.iter().flatten() {
+        let secret = v.secret.as_ref().and_then(|s| s.secret_name.as_deref());
+        assert!(
+            v.secret.is_none() || secret == Some("cacerts"),
+            "volume {}: the controller mounts no Secret but the CA's",
+            v.name
+        );
+    }
 }
 
 /// A DaemonSet gives every pod the same volumes: a Secret (or ConfigMap) mounted in the node
-/// agent would be every node's, so the node's token must come from its own host, and the
-/// controller's token list must not be mounted there.
+/// agent would be every node's, so the agent's credential is its own pod's projected token,
+/// for the controller's audience only, of the service account the controller accepts.
 #[test]
-fn a_node_agent_gets_only_its_own_token() {
+fn a_node_agent_is_given_its_own_projected_token_only() {
+    let controller = controller_config();
     let [daemon_set] = documents::<DaemonSet>("node.yaml", "DaemonSet")
         .try_into()
         .expect("one DaemonSet");
+    let namespace = daemon_set.metadata.namespace.clone().unwrap();
     let pod = daemon_set.spec.unwrap().template.spec.unwrap();
+    let account = pod.service_account_name.clone().unwrap();
+    assert_eq!(controller.node_service_account, format!("{namespace}/{account}"));
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "no token for the API server"
+    );
+    let [sa] = documents::<ServiceAccount>("rbac/node.yaml", "ServiceAccount")
+        .try_into()
+        .expect("one ServiceAccount");
+    assert_eq!(sa.metadata.name.as_deref(), Some(account.as_str()));
+    assert_eq!(sa.metadata.namespace.as_deref(), Some(namespace.as_str()));
+    assert_eq!(sa.automount_service_account_token, Some(false));
+
     let volumes = pod.volumes.unwrap_or_default();
     for v in &volumes {
         assert!(
@@ -92,8 +133,9 @@ fn a_node_agent_gets_only_its_own_token() {
             let keys: Vec<&str> = s.items.iter().flatten().map(|i| i.key.as_str()).collect();
             assert_eq!(keys, ["root-cert.pem"], "only the root, never the CA key");
         }
-        assert!(v.projected.is_none() && v.config_map.is_none(), "{}", v.name);
+        assert!(v.config_map.is_none(), "{}", v.name);
     }
+
     let container = &pod.containers[0];
     let token_file = container
         .args
@@ -101,22 +143,38 @@ fn a_node_agent_gets_only_its_own_token() {
         .flatten()
         .find_map(|a| a.strip_prefix("--token-file="))
         .expect("the node agent is given --token-file");
+    let (dir, file) = token_file.rsplit_once('/').unwrap();
     let mount = container
         .volume_mounts
         .iter()
         .flatten()
-        .find(|m| m.mount_path == token_file)
-        .expect("the token file is a mount of its own");
+        .find(|m| m.mount_path == dir)
+        .expect("the token file's directory is a mount of its own");
     let volume = volumes.iter().find(|v| v.name == mount.name).unwrap();
-    let host = volume
-        .host_path
+    let sources = &volume
+        .projected
         .as_ref()
-        .expect("the token comes from the node's host");
+        .expect("the token is a projected volume")
+        .sources;
+    let [source] = sources.as_deref().unwrap_or_default() else {
+        panic!("the token volume projects the token and nothing else: {sources:?}");
+    };
+    let token = source
+        .service_account_token
+        .as_ref()
+        .expect("a serviceAccountToken");
+    assert_eq!(token.path, file);
     assert_eq!(
-        host.type_.as_deref(),
-        Some("File"),
-        "a missing token stops the pod"
+        token.audience.as_deref(),
+        Some(controller.node_token_audience.as_str())
     );
+    assert_eq!(token.expiration_seconds, Some(3600));
+    // The only projected volume, and no host file or Secret in the environment either.
+    assert_eq!(volumes.iter().filter(|v| v.projected.is_some()).count(), 1);
+    assert!(volumes
+        .iter()
+        .filter_map(|v| v.host_path.as_ref())
+        .all(|h| !h.path.contains("token")));
     assert!(container
         .env
         .iter()

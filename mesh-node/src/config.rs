@@ -95,7 +95,9 @@ pub struct Config {
     #[arg(long, env = "TRELLIS_CONTROLLER_ROOT")]
     pub controller_root: PathBuf,
 
-    /// File holding this node's bootstrap token, its credential towards the controller.
+    /// File holding this node's credential towards the controller, read at every use: its
+    /// bootstrap token (standalone), or in Kubernetes its pod's projected service-account token
+    /// (audience `trellis-controller`), which the kubelet replaces before it expires.
     #[arg(long, env = "TRELLIS_TOKEN_FILE")]
     #[serde(skip_serializing)]
     pub token_file: PathBuf,

@@ -159,7 +159,6 @@ const MAX_RENEWAL_SLEEP: Duration = Duration::from_secs(60);
 
 pub struct IdentityManager {
     settings: CaSettings,
-    token: String,
     certs: RwLock<HashMap<Identity, Arc<WorkloadCert>>>,
     trust: RwLock<Trust>,
     wanted: RwLock<BTreeSet<Identity>>,
@@ -190,22 +189,10 @@ impl IdentityManager {
             path: settings.root_file.clone(),
             message,
         })?;
-        let token = std::fs::read_to_string(&settings.token_file)
-            .map_err(|e| Error::Token {
-                path: settings.token_file.clone(),
-                message: e.to_string(),
-            })?
-            .trim()
-            .to_string();
-        if token.is_empty() {
-            return Err(Error::Token {
-                path: settings.token_file.clone(),
-                message: "is empty".into(),
-            });
-        }
+        // Read now so that a missing or empty file stops the start, and again at every use.
+        read_token(&settings.token_file)?;
         Ok(Self {
             settings,
-            token,
             certs: RwLock::default(),
             trust: RwLock::new(trust),
             wanted: RwLock::default(),
@@ -419,9 +406,12 @@ impl IdentityManager {
         endpoint.connect().await.map_err(|e| unreachable(&e))
     }
 
-    /// `authorization: Bearer <node token>` for requests to the controller.
+    /// `authorization: Bearer <node token>` for requests to the controller. The token file is
+    /// read each time: in Kubernetes it is the projected service-account token, which the
+    /// kubelet replaces before it expires.
     pub fn bearer(&self) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, String> {
-        format!("Bearer {}", self.token)
+        let token = read_token(&self.settings.token_file).map_err(|e| e.to_string())?;
+        format!("Bearer {token}")
             .parse()
             .map_err(|_| "the node token is not valid ASCII".to_string())
     }
@@ -560,9 +550,51 @@ fn plan<'a>(
     (due, next)
 }
 
+/// The token in `path`, without surrounding whitespace.
+fn read_token(path: &std::path::Path) -> Result<String, Error> {
+    let err = |message: String| Error::Token {
+        path: path.to_path_buf(),
+        message,
+    };
+    let token = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(err("is empty".into()));
+    }
+    Ok(token.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_token_file_is_read_at_every_use() {
+        let dir = std::env::temp_dir().join(format!("trellis-node-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let root = rcgen::generate_simple_self_signed(vec!["root".into()]).unwrap();
+        std::fs::write(dir.join("root-cert.pem"), root.cert.pem()).unwrap();
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, "first-token\n").unwrap();
+        let manager = IdentityManager::new(CaSettings {
+            addr: "127.0.0.1:15012".parse().unwrap(),
+            server_name: "mesh-controller.trellis-system.svc".into(),
+            root_file: dir.join("root-cert.pem"),
+            token_file: token_file.clone(),
+            trust_domain: "cluster.local".into(),
+            ttl: Duration::from_secs(3600),
+        })
+        .unwrap();
+        let bearer = || manager.bearer().map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(bearer().unwrap(), "Bearer first-token");
+        // The kubelet replaces a projected token before it expires: the next request has it.
+        std::fs::write(&token_file, "second-token").unwrap();
+        assert_eq!(bearer().unwrap(), "Bearer second-token");
+        std::fs::write(&token_file, " \n").unwrap();
+        let err = bearer().unwrap_err();
+        assert!(err.contains("is empty") && err.contains("token"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn renewals_and_retries_are_planned_for_when_they_are_due() {
