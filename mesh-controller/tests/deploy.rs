@@ -372,6 +372,8 @@ controller:
 node:
   image: {repository: registry.example/trellis/node}
   logLevel: debug
+  cniConfDir: /var/lib/rancher/k3s/agent/etc/cni/net.d
+  cniBinDir: /var/lib/rancher/k3s/data/current/bin
   resources: {limits: {memory: 2Gi}}
   nodeSelector: {trellis.dev/node: "true"}
   tolerations: []
@@ -441,6 +443,22 @@ fn base_with_values(mut base: Objects) -> Objects {
                 env["value"] = json!(log);
             }
         }
+    }
+    // The host's CNI directories move; inside the container they stay where the flags say.
+    let volumes = renamed
+        .get_mut("DaemonSet mesh/mesh-node")
+        .and_then(|o| o.pointer_mut("/spec/template/spec/volumes"))
+        .and_then(Value::as_array_mut)
+        .expect("the base's DaemonSet has volumes");
+    for (name, path) in [
+        ("cni-conf", "/var/lib/rancher/k3s/agent/etc/cni/net.d"),
+        ("cni-bin", "/var/lib/rancher/k3s/data/current/bin"),
+    ] {
+        let volume = volumes
+            .iter_mut()
+            .find(|v| v["name"] == name)
+            .unwrap_or_else(|| panic!("the base's DaemonSet has volume {name}"));
+        volume["hostPath"]["path"] = json!(path);
     }
     renamed
 }
