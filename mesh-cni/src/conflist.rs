@@ -13,8 +13,10 @@ use serde_json::Value;
 /// The plugin's `type` in a conflist (and its binary's name in the CNI bin directory).
 pub const PLUGIN_TYPE: &str = "trellis-cni";
 
-/// Our entry in the conflist's `plugins`: where the plugin finds the agent.
+/// Our entry in the conflist's `plugins`: where the plugin finds the agent. Keys in camelCase,
+/// as CNI configurations write them (the plugin reads them so).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PluginEntry {
     #[serde(rename = "type")]
     pub kind: String,
@@ -144,10 +146,19 @@ mod tests {
         let mut moved = bridge();
         moved["plugins"].as_array_mut().unwrap().insert(
             0,
-            json!({"type": "trellis-cni", "socket": "/old.sock", "enrolled_namespaces_file": "/old"}),
+            json!({"type": "trellis-cni", "socket": "/old.sock", "enrolledNamespacesFile": "/old"}),
         );
         let fixed = insert(&moved, &entry(), "f").unwrap().unwrap();
         assert_eq!(fixed, insert(&bridge(), &entry(), "f").unwrap().unwrap());
+    }
+
+    #[test]
+    fn the_entry_is_written_with_the_keys_the_plugin_reads() {
+        let written = serde_json::to_value(entry()).unwrap();
+        assert_eq!(
+            written,
+            json!({"type": "trellis-cni", "socket": "/var/run/trellis/cni.sock", "enrolledNamespacesFile": "/var/run/trellis/ns.json"})
+        );
     }
 
     #[test]

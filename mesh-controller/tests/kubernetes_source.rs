@@ -144,6 +144,14 @@ async fn the_initial_lists_become_one_snapshot_of_every_kind_in_a_stable_order()
     assert_eq!(reviews.service_account, "bookinfo-reviews");
     assert_eq!(reviews.node_name.as_deref(), Some("n1"));
     assert_eq!(reviews.ip, Some("10.244.1.5".parse().unwrap()));
+    assert_eq!(
+        reviews.uid.as_deref(),
+        Some("6b1f0c2e-1741-4a55-9c1e-429715659400")
+    );
+    // A pod's owner wrote a path for the node to open (the host's own namespace): in a
+    // cluster the annotation never reaches the compiler, and so never a node.
+    let ratings = pod(&snapshot, "ratings-v1-5c6d7-klmno");
+    assert_eq!(ratings.netns, None);
     let Some(Object::Namespace(shop)) = snapshot.objects.get(1) else {
         panic!("{:?}", snapshot.objects[1]);
     };

@@ -12,6 +12,7 @@
 //! everything is undone in `Drop`, so a failing test leaves nothing behind.
 
 pub mod capture;
+pub mod cni;
 pub mod controller;
 pub mod hbone;
 pub mod netns;

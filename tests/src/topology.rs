@@ -39,6 +39,7 @@ pub struct PodSpec {
     namespace: String,
     name: String,
     labels: BTreeMap<String, String>,
+    uid: Option<String>,
 }
 
 /// Collects the shape of the cluster; [`TopologyBuilder::build`] creates it.
@@ -71,7 +72,16 @@ impl TopologyBuilder {
             namespace: namespace.into(),
             name: name.into(),
             labels: BTreeMap::new(),
+            uid: None,
         });
+        self
+    }
+
+    /// A pod `namespace/name` on `node` as a cluster has it: with a UID and no netns
+    /// annotation, so the node has to find its namespace itself (the kubelet's cgroups).
+    pub fn kubelet_pod(mut self, node: &str, namespace_name: &str, uid: &str) -> Self {
+        self = self.pod(node, namespace_name);
+        self.pods.last_mut().expect("just added").uid = Some(uid.into());
         self
     }
 
@@ -265,6 +275,7 @@ impl TopologyBuilder {
                 host_if,
                 addr,
                 labels: spec.labels,
+                uid: spec.uid,
                 netns: ns,
                 cgroup: node.cgroup.join("pods"),
             });
@@ -331,6 +342,8 @@ pub struct Pod {
     pub host_if: String,
     pub addr: Ipv4Addr,
     pub labels: BTreeMap<String, String>,
+    /// Set for a [`TopologyBuilder::kubelet_pod`].
+    pub uid: Option<String>,
     pub netns: Netns,
     /// cgroup the pod's processes run in (inside its node's subtree).
     pub cgroup: PathBuf,
@@ -607,9 +620,13 @@ impl Topology {
         }
         for p in &self.pods {
             let labels: Vec<String> = p.labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let found_by = match &p.uid {
+                Some(uid) => format!("uid: {uid}"),
+                None => format!("annotations: {{trellis.dev/netns: {}}}", p.netns.name),
+            };
             yaml += &format!(
-                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {{{}}}\n  annotations: {{trellis.dev/netns: {}}}\nspec: {{nodeName: {}, serviceAccountName: {}-sa}}\nstatus: {{podIP: {}}}\n---\n",
-                p.name, p.namespace, labels.join(", "), p.netns.name, p.node, p.name, p.addr
+                "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {}\n  namespace: {}\n  labels: {{{}}}\n  {found_by}\nspec: {{nodeName: {}, serviceAccountName: {}-sa}}\nstatus: {{podIP: {}}}\n---\n",
+                p.name, p.namespace, labels.join(", "), p.node, p.name, p.addr
             );
         }
         let tmp = self.config_dir().join(".cluster.yaml.tmp");

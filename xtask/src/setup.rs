@@ -11,7 +11,8 @@ use crate::cargo;
 /// Debian packages: LLVM 22 for bpf-linker (matching rustc nightly's LLVM) and what it links
 /// against; iproute2 and curl for the namespace tests and the demo; openssl (s_client) as an
 /// outside TLS client in the identity tests; ping for the non-TCP tests; nftables for the
-/// node's divert rule (and the tests' kube-proxy rules); unzip for the helm/kubectl layer below.
+/// node's divert rule (and the tests' kube-proxy rules); unzip for the helm/kubectl layer below;
+/// the CNI reference plugins (bridge, host-local) that the pod tests chain trellis-cni after.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -23,6 +24,7 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "nftables",
     "unzip",
+    "containernetworking-plugins",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
