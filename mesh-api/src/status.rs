@@ -48,12 +48,30 @@ pub struct NodeSync {
     /// Unix seconds of the last ACK.
     pub acked_at: Option<u64>,
     pub last_nack: Option<Nack>,
+    /// What the node last said of its pods (`None`: nothing yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<Enrollment>,
+}
+
+/// Which pods of its config a node has enrolled, and why the others are not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    /// `namespace/name`.
+    pub enrolled: Vec<String>,
+    pub not_enrolled: Vec<crate::selection::Skipped>,
+    /// Unix seconds of the report.
+    pub at: u64,
 }
 
 impl NodeSync {
     /// In sync: connected and the last version sent is the one acknowledged.
     pub fn in_sync(&self) -> bool {
         self.connected && self.version_sent == self.version_acked && self.version_acked > 0
+    }
+
+    /// The pods the node should have enrolled and has not, with the reason.
+    pub fn not_enrolled(&self) -> &[crate::selection::Skipped] {
+        self.enrollment.as_ref().map_or(&[], |e| &e.not_enrolled)
     }
 }
 

@@ -18,7 +18,8 @@ use mesh_api::{
         config_discovery_server::ConfigDiscovery, node_message::Message, ConfigUpdate, NodeMessage, Section,
     },
     node_config::{compile, NodeConfig, Options},
-    status::{unix_now, Nack, NodeSync},
+    selection::Skipped,
+    status::{unix_now, Enrollment, Nack, NodeSync},
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -239,6 +240,22 @@ impl Session {
                         at: unix_now(),
                     })
                 });
+            }
+            Message::Enrollment(report) => {
+                let enrollment = Enrollment {
+                    enrolled: report.enrolled,
+                    not_enrolled: report
+                        .not_enrolled
+                        .into_iter()
+                        .map(|n| Skipped {
+                            pod: n.pod,
+                            reason: n.reason,
+                        })
+                        .collect(),
+                    at: unix_now(),
+                };
+                self.table
+                    .update(&self.node, |e| e.sync.enrollment = Some(enrollment));
             }
             Message::Hello(_) => {
                 tracing::warn!(node = %self.node, "ignoring a second Hello on a config stream")

@@ -1,5 +1,8 @@
-//! `mesh-ctl status`: the controller's `/debug/syncz`, summarised. Exit 0 only when every
-//! node is in sync and the source has no problems, so scripts can wait on it.
+//! `mesh-ctl status`: the controller's `/debug/syncz`, summarised. Per node: whether it has
+//! the config, how many of the pods it should enroll it has, and why any is not enrolled (a
+//! pod that silently drops out of the mesh after a node reboot shows here). Exit 0 only when
+//! every node is in sync with every pod enrolled and the source has no problems, so scripts
+//! can wait on it.
 
 use std::process::ExitCode;
 
@@ -16,7 +19,11 @@ pub fn run(controller: &ControllerArgs, format: Format) -> anyhow::Result<ExitCo
         Format::Human => print!("{}", render(&status, unix_now())),
         _ => output::print_machine(format, &status)?,
     }
-    let healthy = status.problems.is_empty() && status.nodes.iter().all(|n| n.in_sync());
+    let healthy = status.problems.is_empty()
+        && status
+            .nodes
+            .iter()
+            .all(|n| n.in_sync() && n.not_enrolled().is_empty());
     Ok(if healthy {
         ExitCode::SUCCESS
     } else {
@@ -54,6 +61,10 @@ fn render(status: &ControllerStatus, now: u64) -> String {
                 n.version_sent.to_string(),
                 n.version_acked.to_string(),
                 if n.in_sync() { "in sync" } else { "STALE" }.into(),
+                match &n.enrollment {
+                    Some(e) => format!("{}/{}", e.enrolled.len(), e.enrolled.len() + e.not_enrolled.len()),
+                    None => "?".into(),
+                },
                 n.last_nack
                     .as_ref()
                     .map(|k| format!("v{} {}: {}", k.version, age(k.at, now), k.reason))
@@ -63,15 +74,40 @@ fn render(status: &ControllerStatus, now: u64) -> String {
         })
         .collect();
     out.push_str(&table(
-        &["NODE", "CONNECTED", "SENT", "ACKED", "SYNC", "LAST NACK", "AGE"],
+        &[
+            "NODE",
+            "CONNECTED",
+            "SENT",
+            "ACKED",
+            "SYNC",
+            "PODS",
+            "LAST NACK",
+            "AGE",
+        ],
         &rows,
     ));
+    let missing: Vec<Vec<String>> = status
+        .nodes
+        .iter()
+        .flat_map(|n| {
+            n.not_enrolled()
+                .iter()
+                .map(|s| vec![n.node.clone(), s.pod.clone(), s.reason.clone()])
+        })
+        .collect();
+    if !missing.is_empty() {
+        out.push_str("\nNOT ENROLLED (in the mesh by their namespace, not captured by their node)\n");
+        out.push_str(&table(&["NODE", "POD", "REASON"], &missing));
+    }
     out
 }
 
 #[cfg(test)]
 mod tests {
-    use mesh_api::status::{Nack, NodeSync, Problem};
+    use mesh_api::{
+        selection::Skipped,
+        status::{Enrollment, Nack, NodeSync, Problem},
+    };
 
     use super::*;
 
@@ -93,6 +129,14 @@ mod tests {
                     since: 100,
                     version_sent: 2,
                     version_acked: 2,
+                    enrollment: Some(Enrollment {
+                        enrolled: vec!["shop/web".into()],
+                        not_enrolled: vec![Skipped {
+                            pod: "shop/db".into(),
+                            reason: "no kubelet cgroup for pod UID 3c0e".into(),
+                        }],
+                        at: 150,
+                    }),
                     ..NodeSync::default()
                 },
                 NodeSync {
@@ -116,11 +160,15 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("n1    yes        2     2      in sync  -"),
+            text.contains("n1    yes        2     2      in sync  1/2   -"),
             "{text}"
         );
         assert!(
-            text.contains("n2    yes        3     2      STALE    v3 30s: netns is not absolute  2m"),
+            text.contains("n2    yes        3     2      STALE    ?     v3 30s: netns is not absolute  2m"),
+            "{text}"
+        );
+        assert!(
+            text.contains("NOT ENROLLED (in the mesh by their namespace, not captured by their node)\nNODE  POD      REASON\nn1    shop/db  no kubelet cgroup for pod UID 3c0e\n"),
             "{text}"
         );
     }

@@ -10,8 +10,8 @@ use std::{
 
 use mesh_api::{
     config_stream::{
-        config_discovery_client::ConfigDiscoveryClient, node_message::Message, Ack, ConfigUpdate, Hello,
-        Nack, NodeMessage, MAX_MESSAGE_BYTES,
+        config_discovery_client::ConfigDiscoveryClient, node_message::Message, Ack, ConfigUpdate, Enrollment,
+        Hello, Nack, NodeMessage, NotEnrolled, MAX_MESSAGE_BYTES,
     },
     node_config::NodeConfig,
 };
@@ -147,6 +147,8 @@ impl ControlClient {
         });
         tracing::info!(applied_version, "config stream open");
         let mut tick = tokio::time::interval(RECONCILE);
+        // What the controller last heard of this node's pods (mesh-ctl status).
+        let mut reported: Option<Enrollment> = None;
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -185,8 +187,36 @@ impl ControlClient {
                 _ = tick.tick() => reapply(applier, None).await,
                 () = self.kick.notified() => reapply(applier, None).await,
             }
+            if let Some(report) = enrollment_report(applier.as_ref(), &mut reported) {
+                if !send(Message::Enrollment(report)).await {
+                    return Err("the config stream closed while reporting enrollment".into());
+                }
+            }
         }
     }
+}
+
+/// The node's enrollment as the controller should hear it, when it differs from what it
+/// last heard (`None`: nothing new, or no config yet).
+fn enrollment_report(applier: Option<&Applier>, last: &mut Option<Enrollment>) -> Option<Enrollment> {
+    let a = applier.filter(|a| a.version > 0)?;
+    let reg = a.enroller.published.load();
+    let now = Enrollment {
+        enrolled: reg.workloads.keys().cloned().collect(),
+        not_enrolled: reg
+            .failed
+            .iter()
+            .map(|f| NotEnrolled {
+                pod: f.pod.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect(),
+    };
+    if last.as_ref() == Some(&now) {
+        return None;
+    }
+    *last = Some(now.clone());
+    Some(now)
 }
 
 /// The config an update leads to, or why it is refused. Nothing is applied here.

@@ -254,6 +254,29 @@ fn a_restarted_node_gets_the_snapshot_again_and_mesh_ctl_shows_it() {
         text.contains("\"shop\"") && text.contains(&t.pod("b").addr.to_string()),
         "{text}"
     );
+
+    // A pod of the mesh the node cannot find (no sandbox from the CNI plugin, no kubelet
+    // cgroup): status says which and why, and fails, instead of the pod silently running
+    // outside the mesh.
+    t.set_yaml(
+        "ghost.yaml",
+        Some("apiVersion: v1\nkind: Pod\nmetadata: {name: ghost, namespace: shop, uid: 9a8b7c6d-1111-2222-3333-444455556666}\nspec: {nodeName: n1}\nstatus: {podIP: 10.1.99.2}\n"),
+    )
+    .unwrap();
+    let shown = eventually(Duration::from_secs(10), || {
+        let out = mesh_ctl(&["status"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.contains("shop/ghost")
+            .then_some((out.status.success(), text))
+    });
+    let (succeeded, text) = shown.unwrap_or_else(|| panic!("status never named shop/ghost: {}", syncz(&t)));
+    assert!(!succeeded, "status succeeded with a pod not enrolled: {text}");
+    assert!(text.contains("NOT ENROLLED"), "{text}");
+    assert!(
+        text.contains("no kubelet cgroup for pod UID 9a8b7c6d-1111-2222-3333-444455556666"),
+        "{text}"
+    );
+    assert!(text.contains("2/3"), "two of three pods enrolled: {text}");
 }
 
 /// `mesh-ctl` run where the controller's debug endpoint is (the fabric namespace).
