@@ -72,21 +72,11 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, mut shutdown: 
 
 fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
-        "/ready" => match (state.registry.load().config_version, state.heartbeat.since_last()) {
-            (0, _) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "waiting for the first config from the controller\n",
-            ),
-            (_, Some(since)) if since <= STALL_AFTER => text(StatusCode::OK, "ready\n"),
-            (_, since) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "enrollment has not finished a pass for {}: stalled or stopped (see the log); \
-                     new pods are not captured\n",
-                    since.map_or_else(|| "ever".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
-                ),
-            ),
-        },
+        "/ready" => {
+            let (status, body) =
+                readiness(state.registry.load().config_version, state.heartbeat.since_last());
+            text(status, &body)
+        }
         "/config_dump" => json(&state.config),
         "/workloads" => json(&**state.registry.load()),
         "/metrics" => {
@@ -171,6 +161,27 @@ fn route<B>(state: &AdminState, req: &Request<B>) -> Response<Full<Bytes>> {
     }
 }
 
+/// `/ready`: a config from the controller, and an enrollment pass finished within
+/// [`STALL_AFTER`] (a stalled pass, a hung syscall, or a dead one, a panic, means new pods
+/// are not captured and removed ones not released).
+fn readiness(config_version: u64, since_last_pass: Option<std::time::Duration>) -> (StatusCode, String) {
+    match (config_version, since_last_pass) {
+        (0, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first config from the controller\n".into(),
+        ),
+        (_, Some(since)) if since <= STALL_AFTER => (StatusCode::OK, "ready\n".into()),
+        (_, since) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "enrollment has not finished a pass for {}: stalled or stopped (see the log); \
+                 new pods are not captured\n",
+                since.map_or_else(|| "ever".to_string(), |d| format!("{:.1} s", d.as_secs_f64()))
+            ),
+        ),
+    }
+}
+
 fn json<T: Serialize>(value: &T) -> Response<Full<Bytes>> {
     match serde_json::to_vec_pretty(value) {
         Ok(body) => Response::builder()
@@ -187,4 +198,22 @@ fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
         .header("content-type", "text/plain")
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn ready_needs_a_config_and_a_recent_enrollment_pass() {
+        let status = |v, since| readiness(v, since).0;
+        assert_eq!(status(0, Some(Duration::ZERO)), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status(3, Some(Duration::from_secs(1))), StatusCode::OK);
+        let (code, body) = readiness(3, Some(STALL_AFTER + Duration::from_secs(1)));
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("has not finished a pass for 6.0 s"), "{body}");
+        assert!(readiness(3, None).1.contains("for ever"));
+    }
 }
