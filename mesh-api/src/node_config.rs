@@ -81,7 +81,6 @@ pub const SECTIONS: [&str; 7] = [
     "endpoints",
     "services",
     "peer_authentications",
-    // Last: mesh-ctl names the earlier sections by index.
     "routes",
     "enrolled_namespaces",
 ];

@@ -20,8 +20,10 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_SOCKET: &str = "/var/run/trellis/cni.sock";
 
 /// The enrolled namespaces, as the agent last knew them: what the plugin decides by when the
-/// agent does not answer (a pod of an enrolled namespace waits for it; others go on).
-pub const DEFAULT_NAMESPACES_FILE: &str = "/var/run/trellis/enrolled-namespaces.json";
+/// agent does not answer (a pod of an enrolled namespace waits for it; others go on). On
+/// disk, not in `/var/run` (tmpfs): after a reboot the plugin is still chained and the agent
+/// not yet running, and mesh pods must wait for it then too.
+pub const DEFAULT_NAMESPACES_FILE: &str = "/var/lib/trellis/enrolled-namespaces.json";
 
 /// The largest request: a pod's names, UID and a few addresses fit many times over.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -141,8 +143,29 @@ pub fn answer(stream: &mut UnixStream, reply: &Reply) -> io::Result<()> {
     stream.write_all(&body)
 }
 
+/// The uid of the process at the other end (`SO_PEERCRED`), as the kernel recorded it at
+/// connect.
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    // SAFETY: getsockopt fills the ucred of the given size; the result is checked.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = size_of::<libc::ucred>() as libc::socklen_t;
+    let ret = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
 // The only unsafe code of the crate: sendmsg/recvmsg with a control message, which std does
-// not offer on stable.
+// not offer on stable, and getsockopt above.
 
 /// Room for one descriptor's control message, aligned as `cmsghdr` needs.
 #[repr(C)]
@@ -265,6 +288,8 @@ mod tests {
     #[test]
     fn a_request_and_its_descriptor_cross_the_socket() {
         let (mut plugin, mut agent) = UnixStream::pair().unwrap();
+        // SAFETY: getuid has no preconditions.
+        assert_eq!(peer_uid(&agent).unwrap(), unsafe { libc::getuid() });
         let request = Request {
             command: Command::Add,
             container_id: "c0ffee".into(),

@@ -1,6 +1,6 @@
 //! `mesh-ctl status`: the controller's `/debug/syncz`, summarised. Per node: whether it has
 //! the config, how many of the pods it should enroll it has, and why any is not enrolled (a
-//! pod that silently drops out of the mesh after a node reboot shows here). Exit 0 only when
+//! pod its node cannot find or capture, after a reboot say, shows here). Exit 0 only when
 //! every node is in sync with every pod enrolled and the source has no problems, so scripts
 //! can wait on it.
 

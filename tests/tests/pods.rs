@@ -333,7 +333,8 @@ fn the_conflist_is_repaired_after_a_rewrite_and_uninstall_restores_it() {
 
 /// A pod that ran before the agent (an upgrade, a crash, a reboot) is found from the
 /// kubelet's cgroup layout (systemd driver): the pod's UID in its slice, the oldest process
-/// there as its sandbox, that process's network namespace. A restarted agent finds it again;
+/// there in a namespace other than the node's as its sandbox, that process's network
+/// namespace (not a newer container's, which may have moved). A restarted agent finds it again;
 /// once the pod's processes are gone it is dropped. Its YAML names no namespace: without the
 /// cgroup walk it would never be enrolled.
 #[test]
@@ -350,14 +351,26 @@ fn pods_that_ran_before_the_agent_are_found_through_the_kubelets_cgroups() {
         "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice",
         WEB_UID.replace('-', "_")
     ));
-    let (sandbox_scope, app_scope) = (
+    let (monitor_scope, sandbox_scope, app_scope) = (
+        pod_slice.join("crio-conmon-aaaa.scope"),
         pod_slice.join("cri-containerd-aaaa.scope"),
         pod_slice.join("cri-containerd-bbbb.scope"),
     );
-    std::fs::create_dir_all(&sandbox_scope).unwrap();
-    std::fs::create_dir_all(&app_scope).unwrap();
+    for scope in [&monitor_scope, &sandbox_scope, &app_scope] {
+        std::fs::create_dir_all(scope).unwrap();
+    }
     let web = t.pod("web");
-    // The pause container first, then the application's.
+    let n1 = t.node("n1");
+    // Oldest first: a runtime monitor in the node's namespace (CRI-O's conmon can sit in the
+    // pod's cgroup), the pause container in the pod's, then an application container that
+    // moved itself to a namespace of its own. Only the pause container's is the pod's.
+    let mut monitor = n1
+        .netns
+        .command("sleep", &monitor_scope)
+        .arg("600")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
     let mut pause = web
         .netns
         .command("sleep", &sandbox_scope)
@@ -365,7 +378,8 @@ fn pods_that_ran_before_the_agent_are_found_through_the_kubelets_cgroups() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(20));
-    let mut app = web.netns.command("sleep", &app_scope).arg("600").spawn().unwrap();
+    let decoy = Netns::new(&format!("{}-decoy", t.tag)).unwrap();
+    let mut app = decoy.command("sleep", &app_scope).arg("600").spawn().unwrap();
     let root_arg = root.display().to_string();
     t.set_node_args("n1", &["--kubelet-cgroup-root", &root_arg]);
     t.start("n1").unwrap();
@@ -398,7 +412,7 @@ fn pods_that_ran_before_the_agent_are_found_through_the_kubelets_cgroups() {
     assert_eq!(peers.all().len(), 2);
 
     // The pod's processes end (the pod is gone): it is dropped.
-    for p in [&mut app, &mut pause] {
+    for p in [&mut app, &mut pause, &mut monitor] {
         let _ = p.kill();
         let _ = p.wait();
     }

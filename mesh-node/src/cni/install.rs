@@ -43,6 +43,13 @@ pub enum Outcome {
     Inserted(PathBuf),
     /// No configuration yet (the primary CNI has not written one).
     NoConfig,
+    /// Not chained yet: the node has not written the enrolled namespaces (no config from
+    /// the controller yet), and a plugin without them would let mesh pods start uncaptured
+    /// whenever the agent does not answer.
+    WaitingForNamespaces,
+    /// The file changed while we edited it (the primary CNI wrote it): left alone this
+    /// time.
+    Raced(PathBuf),
 }
 
 impl Install {
@@ -50,6 +57,9 @@ impl Install {
     pub fn ensure(&self) -> Result<Outcome, Error> {
         if let Some(bin_dir) = &self.bin_dir {
             self.copy_plugin(bin_dir)?;
+        }
+        if !self.entry.enrolled_namespaces_file.exists() {
+            return Ok(Outcome::WaitingForNamespaces);
         }
         let dir = &self.conf_dir;
         let Some(path) = conflist::primary(dir).map_err(|source| Error::Io {
@@ -59,11 +69,16 @@ impl Install {
         else {
             return Ok(Outcome::NoConfig);
         };
-        let current = read_json(&path)?;
+        let (bytes, current) = read(&path)?;
         let name = path.display().to_string();
         match conflist::insert(&current, &self.entry, &name) {
             Ok(None) => Ok(Outcome::InPlace(path)),
             Ok(Some(updated)) => {
+                // The primary CNI may have rewritten the file since it was read: then this
+                // edit is dropped, and the next check works on the new content.
+                if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                    return Ok(Outcome::Raced(path));
+                }
                 write_json(&path, &updated)?;
                 Ok(Outcome::Inserted(path))
             }
@@ -75,17 +90,21 @@ impl Install {
     }
 
     /// Copies the plugin when the one in place differs (an upgrade), atomically: the runtime
-    /// may run it at any moment.
+    /// may run it at any moment. Compared by size and modification time first, so the check
+    /// every second reads no binary while nothing changed.
     fn copy_plugin(&self, bin_dir: &Path) -> Result<(), Error> {
         let target = bin_dir.join(PLUGIN_TYPE);
         let io = |path: &Path| {
             let path = path.to_owned();
             move |source| Error::Io { path, source }
         };
-        let ours = std::fs::read(&self.plugin).map_err(io(&self.plugin))?;
-        if std::fs::read(&target).is_ok_and(|there| there == ours) {
+        let source = std::fs::metadata(&self.plugin).map_err(io(&self.plugin))?;
+        let same = std::fs::metadata(&target)
+            .is_ok_and(|t| t.len() == source.len() && t.modified().ok() >= source.modified().ok());
+        if same {
             return Ok(());
         }
+        let ours = std::fs::read(&self.plugin).map_err(io(&self.plugin))?;
         mesh_cni::write_atomically(&target, &ours).map_err(io(&target))?;
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755)).map_err(io(&target))
@@ -105,6 +124,9 @@ impl Install {
                 Ok(Outcome::NoConfig) if last.as_ref() != Some(&now) => tracing::warn!(
                     dir = %self.conf_dir.display(),
                     "no CNI configuration yet: waiting for the primary CNI to write one"
+                ),
+                Ok(Outcome::WaitingForNamespaces) if last.as_ref() != Some(&now) => tracing::info!(
+                    "trellis-cni is chained once the first config from the controller is applied"
                 ),
                 Err(e) if last.as_ref() != Some(&now) => {
                     tracing::error!(error = %e, "cannot chain trellis-cni; will retry")
@@ -137,7 +159,7 @@ pub fn uninstall(conf_dir: &Path, bin_dir: Option<&Path>) -> Result<Vec<PathBuf>
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "conflist"))
     {
-        let Ok(current) = read_json(&path) else { continue };
+        let Ok((_, current)) = read(&path) else { continue };
         if let Some(without) = conflist::remove(&current) {
             write_json(&path, &without)?;
             changed.push(path);
@@ -155,15 +177,17 @@ pub fn uninstall(conf_dir: &Path, bin_dir: Option<&Path>) -> Result<Vec<PathBuf>
     Ok(changed)
 }
 
-fn read_json(path: &Path) -> Result<Value, Error> {
+/// The file's bytes and its JSON.
+fn read(path: &Path) -> Result<(Vec<u8>, Value), Error> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
         source,
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Config {
+    let json = serde_json::from_slice(&bytes).map_err(|e| Error::Config {
         path: path.to_owned(),
         message: format!("not valid JSON: {e}"),
-    })
+    })?;
+    Ok((bytes, json))
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<(), Error> {
@@ -186,12 +210,15 @@ mod tests {
         std::fs::create_dir_all(&conf).unwrap();
         let plugin = dir.join("trellis-cni-build");
         std::fs::write(&plugin, b"#!/bin/sh\n").unwrap();
+        let namespaces = dir.join("ns.json");
         let install = Install {
             conf_dir: conf.clone(),
             bin_dir: Some(bin.clone()),
             plugin,
-            entry: PluginEntry::new(Path::new("/run/t/cni.sock"), Path::new("/run/t/ns.json")),
+            entry: PluginEntry::new(Path::new("/run/t/cni.sock"), &namespaces),
         };
+        assert_eq!(install.ensure().unwrap(), Outcome::WaitingForNamespaces);
+        std::fs::write(&namespaces, r#"{"namespaces": []}"#).unwrap();
         assert_eq!(install.ensure().unwrap(), Outcome::NoConfig);
         let original =
             serde_json::json!({"cniVersion": "1.0.0", "name": "pods", "plugins": [{"type": "ptp"}]});
@@ -206,7 +233,7 @@ mod tests {
 
         let changed = uninstall(&conf, Some(&bin)).unwrap();
         assert_eq!(changed, [list.clone(), bin.join(PLUGIN_TYPE)]);
-        assert_eq!(read_json(&list).unwrap(), original);
+        assert_eq!(read(&list).unwrap().1, original);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -38,8 +38,9 @@ use crate::{
 pub const ADD_WAIT: Duration = Duration::from_secs(5);
 /// How often a waiting ADD looks at the registry again.
 const POLL: Duration = Duration::from_millis(50);
-/// Requests served at once; more are asked to retry (a node starts pods a few at a time).
-const MAX_IN_FLIGHT: usize = 64;
+/// ADDs waiting for their pod's enrollment at once; more are asked to retry at once (a node
+/// starts pods a few at a time). DELs and pods outside the mesh never wait.
+const MAX_WAITING: usize = 64;
 
 /// What the CNI plugin's requests are answered from.
 pub struct CniServer {
@@ -49,7 +50,7 @@ pub struct CniServer {
     pub kick: Arc<Notify>,
     /// The enrolled namespaces a previous agent left, for the time before the first config.
     pub namespaces_file: PathBuf,
-    in_flight: AtomicUsize,
+    waiting: AtomicUsize,
 }
 
 /// Whether a pod may start, from what the node knows now.
@@ -80,6 +81,9 @@ pub fn admission(
         return Admission::Pending("its previous sandbox is enrolled; enrolling this one".into());
     }
     if let Some(f) = reg.failed.iter().find(|f| f.pod == key) {
+        if reg.unsupported.contains(&key) {
+            return Admission::NotInMesh(f.reason.clone());
+        }
         return Admission::Pending(f.reason.clone());
     }
     if let Some(s) = reg.skipped.iter().find(|s| s.pod == key) {
@@ -115,7 +119,7 @@ impl CniServer {
             sandboxes,
             kick,
             namespaces_file,
-            in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -149,23 +153,9 @@ impl CniServer {
                 }
             };
             let me = self.clone();
-            if me.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_IN_FLIGHT {
-                me.in_flight.fetch_sub(1, Ordering::AcqRel);
-                let mut stream = stream;
-                let _ = protocol::answer(
-                    &mut stream,
-                    &Reply::Retry {
-                        reason: "the node agent is busy with other pods".into(),
-                    },
-                );
-                continue;
-            }
             let spawned = std::thread::Builder::new()
                 .name("cni-request".into())
-                .spawn(move || {
-                    me.handle(stream);
-                    me.in_flight.fetch_sub(1, Ordering::AcqRel);
-                });
+                .spawn(move || me.handle(stream));
             if let Err(e) = spawned {
                 tracing::warn!(error = %e, "starting a thread for a CNI request");
             }
@@ -173,6 +163,19 @@ impl CniServer {
     }
 
     fn handle(&self, mut stream: UnixStream) {
+        // The socket is root's only (mode 0600); a process that got hold of it otherwise
+        // (a descriptor passed on) is still refused.
+        match protocol::peer_uid(&stream) {
+            Ok(0) => {}
+            Ok(uid) => {
+                tracing::warn!(uid, "a CNI request from a process not running as root: refused");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the CNI plugin's credentials");
+                return;
+            }
+        }
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let (request, fd) = match protocol::receive(&mut stream) {
             Ok(r) => r,
@@ -226,6 +229,11 @@ impl CniServer {
             (Command::Check, Admission::Pending(reason)) => return Reply::Retry { reason },
             _ => {}
         }
+        let Some(_slot) = WaitSlot::take(&self.waiting) else {
+            return Reply::Retry {
+                reason: format!("the node agent is already waiting on {MAX_WAITING} pods"),
+            };
+        };
         self.lock().add(
             request.pod.key(),
             Sandbox {
@@ -255,6 +263,25 @@ impl CniServer {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Sandboxes> {
         self.sandboxes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One of the [`MAX_WAITING`] places, given back when dropped (also on a panic).
+struct WaitSlot<'a>(&'a AtomicUsize);
+
+impl<'a> WaitSlot<'a> {
+    fn take(count: &'a AtomicUsize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(count))
+    }
+}
+
+impl Drop for WaitSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -303,6 +330,11 @@ mod tests {
             pod: "shop/db".into(),
             reason: "no address yet".into(),
         });
+        reg.failed.push(Skipped {
+            pod: "shop/macvlan".into(),
+            reason: "not a veth".into(),
+        });
+        reg.unsupported.insert("shop/macvlan".into());
         reg.skipped.push(Skipped {
             pod: "shop/batch".into(),
             reason: "pod label trellis.dev/mesh=disabled opts it out".into(),
@@ -336,6 +368,17 @@ mod tests {
         assert!(
             matches!(decide(pod("legacy", "old", None), 1), Admission::NotInMesh(r) if r.contains("legacy is not in the mesh"))
         );
+    }
+
+    #[test]
+    fn waiting_places_are_bounded_and_given_back() {
+        let count = AtomicUsize::new(0);
+        let slots: Vec<WaitSlot> = (0..MAX_WAITING).map_while(|_| WaitSlot::take(&count)).collect();
+        assert_eq!(slots.len(), MAX_WAITING);
+        assert!(WaitSlot::take(&count).is_none());
+        drop(slots);
+        assert_eq!(count.load(Ordering::Acquire), 0);
+        assert!(WaitSlot::take(&count).is_some());
     }
 
     #[test]

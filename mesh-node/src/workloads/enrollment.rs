@@ -44,6 +44,8 @@ pub struct Registry {
     pub workloads: BTreeMap<String, EnrolledWorkload>,
     /// Pods selected but not (yet) enrolled, with the reason.
     pub failed: Vec<Skipped>,
+    /// Those of them that cannot be captured as they are (see `NotEnrolled::unsupported`).
+    pub unsupported: BTreeSet<String>,
     /// Pods deliberately left out, with the reason.
     pub skipped: Vec<Skipped>,
     /// The controller's config version this registry enforces (0: none yet).
@@ -178,7 +180,7 @@ pub struct Enroller {
     pub kubelet_cgroups: PathBuf,
     /// Sandbox processes found there, by pod UID, so a pass does not walk the cgroups again
     /// while they live.
-    sandbox_pids: HashMap<String, u32>,
+    sandbox_pids: HashMap<String, kubelet::SandboxProcess>,
     /// Where the enrolled namespaces are written for the CNI plugin (`None`: nowhere).
     pub namespaces_file: Option<PathBuf>,
 }
@@ -280,6 +282,7 @@ impl Enroller {
         let sandboxes = self.sandboxes.clone();
         let mut sandboxes = sandboxes.lock().unwrap_or_else(|p| p.into_inner());
         let mut failed = Vec::new();
+        let mut unsupported = BTreeSet::new();
         let mut resolved = Vec::new();
         // The kubelet's cgroups are walked at most once a pass, and only when a pod needs it.
         let mut cgroups = None;
@@ -290,12 +293,18 @@ impl Enroller {
                 .and_then(|(ns, ip)| resolve(&key, ns, ip, &mut self.cookies));
             match found {
                 Ok(dp) => resolved.push((workload, dp)),
-                Err(reason) => {
+                Err(not) => {
                     // Look for it afresh next pass (the sandbox process may be another now).
                     if let Some(uid) = &workload.uid {
                         self.sandbox_pids.remove(uid);
                     }
-                    failed.push(Skipped { pod: key, reason })
+                    if not.unsupported {
+                        unsupported.insert(key.clone());
+                    }
+                    failed.push(Skipped {
+                        pod: key,
+                        reason: not.reason,
+                    })
                 }
             }
         }
@@ -401,6 +410,7 @@ impl Enroller {
         }
         failed.sort_by(|a, b| a.pod.cmp(&b.pod));
         reg.failed = failed;
+        reg.unsupported = unsupported;
         reg.skipped = selection.skipped.clone();
     }
 
@@ -413,18 +423,23 @@ impl Enroller {
         w: &Workload,
         sandboxes: &Sandboxes,
         cgroups: &mut Option<HashMap<String, PathBuf>>,
-    ) -> Result<(File, Option<Ipv4Addr>), String> {
+    ) -> Result<(File, Option<Ipv4Addr>), NotEnrolled> {
         if let Some(sandbox) = sandboxes.of(w) {
             let ns = sandbox
                 .netns
                 .try_clone()
                 .map_err(|e| format!("duplicating the sandbox's namespace descriptor: {e}"))?;
-            return Ok((ns, sandbox.ipv4().or(w.ip)));
+            let Some(ip) = sandbox.ipv4().or(w.ip) else {
+                return Err(NotEnrolled::unsupported(
+                    "the runtime gave the pod no IPv4 address: IPv6-only pods are not captured yet".into(),
+                ));
+            };
+            return Ok((ns, Some(ip)));
         }
         if let Some(path) = &w.netns {
             return netns::open_pod_netns(path)
                 .map(|ns| (ns, w.ip))
-                .map_err(|e| format!("network namespace {}: {e}", path.display()));
+                .map_err(|e| format!("network namespace {}: {e}", path.display()).into());
         }
         let Some(uid) = &w.uid else {
             return Err("no sandbox reported by trellis-cni yet, and no pod UID to find it by".into());
@@ -432,13 +447,14 @@ impl Enroller {
         if let Some(ns) = self
             .sandbox_pids
             .get(uid)
-            .and_then(|pid| kubelet::process_netns(*pid).ok())
+            .and_then(|p| kubelet::process_netns(*p).ok())
         {
             return Ok((ns, w.ip));
         }
         let cgroups = cgroups.get_or_insert_with(|| kubelet::pod_cgroups(&self.kubelet_cgroups));
-        let (ns, pid) = kubelet::pod_netns(&self.kubelet_cgroups, cgroups, uid)?;
-        self.sandbox_pids.insert(uid.clone(), pid);
+        let (ns, process) =
+            kubelet::pod_netns(&self.kubelet_cgroups, cgroups, uid).map_err(NotEnrolled::from)?;
+        self.sandbox_pids.insert(uid.clone(), process);
         Ok((ns, w.ip))
     }
 
@@ -477,7 +493,7 @@ fn resolve(
     ns: File,
     ip: Option<Ipv4Addr>,
     cookies: &mut netns::Cookies,
-) -> Result<PodDatapath, String> {
+) -> Result<PodDatapath, NotEnrolled> {
     let ip = ip.ok_or("no address yet: neither the CNI plugin nor status.podIP gave one")?;
     let pod = cookies
         .pod(key, ns, ip)
@@ -489,20 +505,20 @@ fn resolve(
     let Some(host) = host else {
         // The veth was replaced in the same namespace: look again next pass.
         cookies.forget(key);
-        return Err(format!(
-            "the pod's host-side interface (ifindex {host_ifindex}) is gone from this node"
-        ));
+        return Err(
+            format!("the pod's host-side interface (ifindex {host_ifindex}) is gone from this node").into(),
+        );
     };
     if !host.links_back_to(&pod_side) {
         // Not the pod's veth (a macvlan parent, or an index the pod steered): guarding it would
         // cut the wrong traffic and leave the pod's own link unguarded.
         cookies.forget(key);
-        return Err(format!(
+        return Err(NotEnrolled::unsupported(format!(
             "the pod's interface names {} (ifindex {host_ifindex}, {}) as its peer, which is not \
              a veth leading back to it: not enrolled (only veth-attached pods are supported)",
             host.name,
             host.kind.as_deref().unwrap_or("unknown kind")
-        ));
+        )));
     }
     Ok(PodDatapath {
         netns_cookie: pod.netns_cookie,
@@ -511,6 +527,40 @@ fn resolve(
         host_ifindex,
         bridged: host.bridged,
     })
+}
+
+/// Why a workload is not enrolled in this pass.
+#[derive(Debug)]
+struct NotEnrolled {
+    reason: String,
+    /// The pod cannot be captured as it is (not attached by a veth, no IPv4 address): not
+    /// worth waiting for. The CNI plugin lets such a pod start, outside the mesh, with the
+    /// reason, rather than hold it back for ever.
+    unsupported: bool,
+}
+
+impl NotEnrolled {
+    fn unsupported(reason: String) -> Self {
+        Self {
+            reason,
+            unsupported: true,
+        }
+    }
+}
+
+impl From<String> for NotEnrolled {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            unsupported: false,
+        }
+    }
+}
+
+impl From<&str> for NotEnrolled {
+    fn from(reason: &str) -> Self {
+        reason.to_string().into()
+    }
 }
 
 /// Re-exported for the admin view.

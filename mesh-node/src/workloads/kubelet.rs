@@ -43,9 +43,11 @@ fn is_uid(s: &str) -> bool {
 /// The pods' cgroup directories under the kubelet's cgroup `root`, by pod UID.
 pub fn pod_cgroups(root: &Path) -> HashMap<String, PathBuf> {
     let mut found = HashMap::new();
-    // kubepods → QoS class → pod: three levels, and only through kubepods directories.
+    // [kubelet] → kubepods → QoS class → pod: at most four levels, and only through the
+    // kubelet's directories (`kubepods.slice`, `kubelet.slice/kubelet-kubepods.slice` with
+    // `--cgroup-root`, as kind runs it; cgroupfs `kubepods/burstable`).
     let mut level = vec![root.to_path_buf()];
-    for _ in 0..3 {
+    for _ in 0..4 {
         let mut next = Vec::new();
         for dir in &level {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -59,7 +61,9 @@ pub fn pod_cgroups(root: &Path) -> HashMap<String, PathBuf> {
                 }
                 if let Some(uid) = pod_uid(name) {
                     found.insert(uid, entry.path());
-                } else if name.starts_with("kubepods") || matches!(name, "burstable" | "besteffort") {
+                } else if name.contains("kubepods")
+                    || matches!(name, "kubelet.slice" | "kubelet" | "burstable" | "besteffort")
+                {
                     next.push(entry.path());
                 }
             }
@@ -69,60 +73,97 @@ pub fn pod_cgroups(root: &Path) -> HashMap<String, PathBuf> {
     found
 }
 
-/// The pod's sandbox process: the oldest process in the pod's cgroup tree (the pause
-/// container starts before, and outlives, the pod's containers). `None` while it has none.
-pub fn sandbox_pid(pod_cgroup: &Path) -> io::Result<Option<u32>> {
-    let mut oldest: Option<(u64, u32)> = None;
+/// The processes of the pod's cgroup tree, oldest first, with their start times: the
+/// sandbox (pause) starts before the pod's containers.
+pub fn processes_oldest_first(pod_cgroup: &Path) -> io::Result<Vec<(u64, u32)>> {
+    let mut all = Vec::new();
     let mut dirs = vec![pod_cgroup.to_path_buf()];
     while let Some(dir) = dirs.pop() {
         let procs = match std::fs::read_to_string(dir.join("cgroup.procs")) {
             Ok(p) => p,
+            // Removed while we walk (a container ended): nothing there.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
         };
         for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
             // Gone since the read: skip it.
-            let Some(start) = start_time(pid) else { continue };
-            if oldest.is_none_or(|(s, p)| (start, pid) < (s, p)) {
-                oldest = Some((start, pid));
+            if let Some(start) = start_time(pid) {
+                all.push((start, pid));
             }
         }
-        for entry in std::fs::read_dir(&dir)?.filter_map(Result::ok) {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(Result::ok) {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 dirs.push(entry.path());
             }
         }
     }
-    Ok(oldest.map(|(_, pid)| pid))
+    all.sort_unstable();
+    Ok(all)
 }
 
 /// `/proc/<pid>/stat` field 22, the start time in clock ticks since boot.
-fn start_time(pid: u32) -> Option<u64> {
+pub fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: count from its end.
     let after_comm = &stat[stat.rfind(')')? + 2..];
     after_comm.split(' ').nth(19)?.parse().ok()
 }
 
-/// The network namespace of the pod with this UID, found through the kubelet's cgroups, and
-/// the sandbox process it was found through.
-pub fn pod_netns(root: &Path, cgroups: &HashMap<String, PathBuf>, uid: &str) -> Result<(File, u32), String> {
+/// A process found as a pod's sandbox: its pid and start time (which tells a reused pid
+/// from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SandboxProcess {
+    pub pid: u32,
+    pub start: u64,
+}
+
+/// The network namespace of the pod with this UID, found through the kubelet's cgroups: that
+/// of its oldest process in a network namespace other than the node's (a runtime's monitor
+/// process, CRI-O's conmon, may sit in the pod's cgroup, in the node's namespace). The
+/// caller checks that the namespace holds the pod's address.
+pub fn pod_netns(
+    root: &Path,
+    cgroups: &HashMap<String, PathBuf>,
+    uid: &str,
+) -> Result<(File, SandboxProcess), String> {
     let Some(dir) = cgroups.get(uid) else {
         return Err(format!(
             "no sandbox reported by trellis-cni and no kubelet cgroup for pod UID {uid} under {}",
             root.display()
         ));
     };
-    let pid = sandbox_pid(dir)
-        .map_err(|e| format!("reading the processes of {}: {e}", dir.display()))?
-        .ok_or_else(|| format!("the pod's cgroup {} has no process yet", dir.display()))?;
-    process_netns(pid).map(|f| (f, pid))
+    let processes = processes_oldest_first(dir)
+        .map_err(|e| format!("reading the processes of {}: {e}", dir.display()))?;
+    if processes.is_empty() {
+        return Err(format!("the pod's cgroup {} has no process yet", dir.display()));
+    }
+    let mut last_error = String::new();
+    for (start, pid) in processes {
+        let sandbox = SandboxProcess { pid, start };
+        match process_netns(sandbox) {
+            Ok(ns) => return Ok((ns, sandbox)),
+            Err(e) => last_error = e,
+        }
+    }
+    Err(format!(
+        "no process of the pod's cgroup {} is in a pod network namespace: {last_error}",
+        dir.display()
+    ))
 }
 
-/// The network namespace of process `pid`, if it is a pod's.
-pub fn process_netns(pid: u32) -> Result<File, String> {
-    netns::open_pod_netns(Path::new(&format!("/proc/{pid}/ns/net")))
-        .map_err(|e| format!("the network namespace of the pod's sandbox process {pid}: {e}"))
+/// The network namespace of a sandbox process found earlier, if it still runs (the same
+/// start time: not a new process that got its pid) and is in a pod's namespace.
+pub fn process_netns(p: SandboxProcess) -> Result<File, String> {
+    let ns = netns::open_pod_netns(Path::new(&format!("/proc/{}/ns/net", p.pid)))
+        .map_err(|e| format!("the network namespace of process {}: {e}", p.pid))?;
+    // Checked after the open: a pid reused in between shows a new start time.
+    if start_time(p.pid) != Some(p.start) {
+        return Err(format!("process {} has ended", p.pid));
+    }
+    Ok(ns)
 }
 
 #[cfg(test)]
@@ -151,10 +192,13 @@ mod tests {
         let systemd = "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod3c0e2b1a_7d7c_4c1e_9a55_0b6c1d2e3f40.slice";
         make(&format!("{systemd}/cri-containerd-abc.scope"));
         make("kubepods/burstable/pod11111111-2222-3333-4444-555555555555/abc");
+        // kind: the kubelet's --cgroup-root puts everything under kubelet.slice.
+        make("kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod33333333_2222_3333_4444_555555555555.slice");
         make("system.slice/pod22222222-2222-3333-4444-555555555555");
         let found = pod_cgroups(&root);
         std::fs::remove_dir_all(&root).unwrap();
-        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(found.contains_key("33333333-2222-3333-4444-555555555555"));
         assert_eq!(found[UID], root.join(systemd));
         assert!(found.contains_key("11111111-2222-3333-4444-555555555555"));
     }
