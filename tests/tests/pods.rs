@@ -31,10 +31,14 @@ struct CniDirs {
 
 impl CniDirs {
     fn new(t: &Topology, node: &str) -> Self {
+        let primary = cni::bridge_conflist("cni0", "10.1.200.0/24", &t.dir.join(format!("{node}-ipam")));
+        Self::with_primary(t, node, primary)
+    }
+
+    fn with_primary(t: &Topology, node: &str, primary: Value) -> Self {
         let conf = t.dir.join(format!("{node}-net.d"));
         let bin = t.dir.join(format!("{node}-cni-bin"));
         std::fs::create_dir_all(&conf).unwrap();
-        let primary = cni::bridge_conflist("cni0", "10.1.200.0/24", &t.dir.join(format!("{node}-ipam")));
         let me = Self { conf, bin, primary };
         me.write_primary();
         me
@@ -61,7 +65,7 @@ impl CniDirs {
             .iter()
             .filter_map(|p| p["type"].as_str())
             .collect();
-        types == ["bridge", "trellis-cni"]
+        types.len() == 2 && types[1] == "trellis-cni"
     }
 
     fn node_args(&self) -> Vec<String> {
@@ -84,6 +88,10 @@ fn pod_yaml(namespace: &str, name: &str, uid: &str, node: &str) -> String {
 /// n1 with the mesh pod `shop/b` (a server), `legacy` known but not enrolled, and the agent
 /// chaining `trellis-cni` into the bridge CNI's list.
 fn cni_node(test: &str) -> (Topology, CniDirs) {
+    cni_node_with(test, |t| CniDirs::new(t, "n1"))
+}
+
+fn cni_node_with(test: &str, dirs: impl FnOnce(&Topology) -> CniDirs) -> (Topology, CniDirs) {
     let mut t = Topology::builder(test)
         .node("n1")
         .pod("n1", "shop/b")
@@ -91,7 +99,7 @@ fn cni_node(test: &str) -> (Topology, CniDirs) {
         .enrolled_namespace("shop")
         .build()
         .unwrap();
-    let dirs = CniDirs::new(&t, "n1");
+    let dirs = dirs(&t);
     let args = dirs.node_args();
     t.set_node_args("n1", &args.iter().map(String::as_str).collect::<Vec<_>>());
     t.start("n1").unwrap();
@@ -423,4 +431,61 @@ fn pods_that_ran_before_the_agent_are_found_through_the_kubelets_cgroups() {
     );
     let failed = t.node("n1").mesh().admin("/workloads")["failed"].to_string();
     assert!(failed.contains("has no process yet"), "{failed}");
+}
+
+/// A pod of an enrolled namespace that the node cannot capture as it is (macvlan: its
+/// interface hangs off the node's uplink, there is no veth to guard) starts anyway, outside
+/// the mesh, and the node says why; it is not held back for ever with "try again later".
+#[test]
+fn a_mesh_pod_that_cannot_be_captured_starts_outside_the_mesh_with_the_reason() {
+    let (t, dirs) = cni_node_with("cni_macvlan", |t| {
+        let primary = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": "pods",
+            "plugins": [{
+                "type": "macvlan",
+                "master": "eth0",
+                "mode": "bridge",
+                "ipam": {
+                    "type": "host-local",
+                    "subnet": "198.18.0.0/24",
+                    "rangeStart": "198.18.0.100",
+                    "rangeEnd": "198.18.0.120",
+                    "dataDir": t.dir.join("n1-ipam"),
+                }
+            }]
+        });
+        CniDirs::with_primary(t, "n1", primary)
+    });
+    let n1 = t.node("n1");
+    let mut runtime = Runtime::new(
+        &n1.netns,
+        &n1.host_cgroup(),
+        &dirs.conf,
+        &[Path::new(cni::REFERENCE_PLUGINS), &dirs.bin],
+    );
+    let web_ns = Netns::new(&format!("{}-web", t.tag)).unwrap();
+    let web = sandbox(&web_ns, "shop", "web", WEB_UID, "sandbox-web-1");
+    let started = std::time::Instant::now();
+    runtime
+        .add(&web)
+        .unwrap()
+        .unwrap_or_else(|e| panic!("a pod the mesh cannot capture must still start: {e}"));
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "it waited for the full ADD timeout"
+    );
+    assert!(!enrolled(&t, "shop/web"));
+    let workloads = n1.mesh().admin("/workloads");
+    assert!(
+        workloads["unsupported"].to_string().contains("shop/web"),
+        "{workloads:#}"
+    );
+    assert!(
+        workloads["failed"]
+            .to_string()
+            .contains("only veth-attached pods are supported"),
+        "{workloads:#}"
+    );
+    assert!(runtime.del(&web).unwrap().is_empty());
 }
