@@ -174,7 +174,28 @@ fn a_mesh_pod_is_captured_before_its_add_returns_and_released_by_its_del() {
         "trellis-cni passes the bridge's result on unchanged"
     );
     let web_ip = cni::result_ipv4(&results[1]).expect("an address from host-local");
-
+    // The agent answered the ADD only once the pod was enrolled: its "enrolled" line comes
+    // before its answer, and the answer was Enrolled (not "not in the mesh").
+    let events: Vec<Value> = n1
+        .mesh()
+        .log_text()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let position = |what: &dyn Fn(&Value) -> bool| events.iter().position(what);
+    let enrolled_at = position(&|e| e["message"] == "enrolled" && e["workload"] == "shop/web")
+        .unwrap_or_else(|| panic!("no enrolled line for shop/web: {events:#?}"));
+    let answered_at = position(&|e| e["message"] == "CNI request" && e["pod"] == "shop/web")
+        .unwrap_or_else(|| panic!("no CNI request logged: {events:#?}"));
+    assert_eq!(
+        events[answered_at]["reply"], "Enrolled",
+        "{:#}",
+        events[answered_at]
+    );
+    assert!(
+        enrolled_at < answered_at,
+        "answered before enrolling: {events:#?}"
+    );
     // The pod's first connection, right after ADD returned.
     let body = ok_body(&curl_from(&t, &web_ns, &format!("http://{}:8080/", b.addr)));
     assert!(body.starts_with("peer="), "{body}");
