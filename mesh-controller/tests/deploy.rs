@@ -361,7 +361,7 @@ fn the_chart_with_its_defaults_renders_the_kustomize_base() {
 /// Values other than the defaults, and what they must change in the base's objects.
 const VALUES: &str = r#"
 namespace: {create: true}
-image: {tag: "0.1.0"}
+image: {tag: "0.2.0-rc.1"}
 trustDomain: mesh.example
 controller:
   image: {repository: registry.example/trellis/controller}
@@ -401,7 +401,7 @@ fn base_with_values(mut base: Objects) -> Objects {
     let workloads = [
         (
             "Deployment mesh/mesh-controller",
-            "registry.example/trellis/controller:0.1.0",
+            "registry.example/trellis/controller:0.2.0-rc.1",
             "mesh_controller=debug,info",
             json!({"requests": {"cpu": 1, "memory": "1Gi"}, "limits": {"memory": "512Mi"}}),
             Some(json!({"node-role.kubernetes.io/control-plane": ""})),
@@ -409,7 +409,7 @@ fn base_with_values(mut base: Objects) -> Objects {
         ),
         (
             "DaemonSet mesh/mesh-node",
-            "registry.example/trellis/node:0.1.0",
+            "registry.example/trellis/node:0.2.0-rc.1",
             "debug",
             json!({"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "2Gi"}}),
             Some(json!({"trellis.dev/node": "true"})),
@@ -538,4 +538,35 @@ fn the_chart_version_is_the_workspace_version() {
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(chart["version"], version, "{path}: version");
     assert_eq!(chart["appVersion"], version, "{path}: appVersion");
+}
+
+/// `cargo xtask image` tags the images with the workspace version, so the manifests must name
+/// exactly that tag: a version bump that leaves them behind fails here. (The chart's defaults
+/// render these same images: see the_chart_with_its_defaults_renders_the_kustomize_base.)
+#[test]
+fn the_manifests_name_the_images_of_the_workspace_version() {
+    let version = env!("CARGO_PKG_VERSION");
+    for (file, kind, name) in [
+        ("controller.yaml", "Deployment", "mesh-controller"),
+        ("node.yaml", "DaemonSet", "mesh-node"),
+    ] {
+        let images: Vec<Value> = documents::<Value>(file, kind)
+            .iter()
+            .flat_map(|o| {
+                o["spec"]["template"]["spec"]["containers"]
+                    .as_array()
+                    .unwrap()
+                    .clone()
+            })
+            .map(|c| c["image"].clone())
+            .collect();
+        assert_eq!(
+            images,
+            [json!(format!("ghcr.io/trellis-mesh/{name}:{version}"))],
+            "deploy/{file}: the images are tagged with the workspace version ({version})"
+        );
+    }
+    let path = format!("{ROOT}/{CHART}/values.yaml");
+    let values: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(values["image"]["tag"], version, "{path}: image.tag");
 }

@@ -7,11 +7,14 @@
 //! - `bench`: Trellis against the direct path and HAProxy, written to `target/bench/`
 //! - `codegen`: the Istio CRDs in `deploy/crds/` and the Helm chart's `crds/`, from the mesh-api
 //!   types (`--check`: fail if stale)
+//! - `image`: OCI images of the node agent and the controller in `target/images/`, tagged with
+//!   the workspace version (`--check`: prove each valid and its entry point running)
 
 mod bench;
 mod cargo;
 mod codegen;
 mod demo;
+mod image;
 mod interrupt;
 mod setup;
 
@@ -27,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Install the eBPF toolchain (nightly rust-src, LLVM 22, bpf-linker), helm, kubectl and
-    /// kubernetes-validate (for the deploy tests), and mount bpffs.
+    /// kubernetes-validate (for the deploy tests), skopeo (for the images), and mount bpffs.
     Setup,
     /// Build the eBPF object and all binaries.
     Build {
@@ -57,6 +60,9 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// OCI images of mesh-node (with trellis-cni, nft and ip) and mesh-controller, from release
+    /// binaries, as OCI layouts in target/images/<name>/, tagged with the workspace version.
+    Image(image::ImageArgs),
     /// The benchmark load generator (run inside a pod by `bench`).
     #[command(hide = true, subcommand)]
     Loadgen(bench::loadgen::Load),
@@ -84,6 +90,10 @@ fn main() -> anyhow::Result<()> {
             bench::run(args)
         }
         Command::Codegen { check } => codegen::run(check),
+        Command::Image(args) => {
+            setup::run()?;
+            image::run(args)
+        }
         Command::Loadgen(load) => bench::loadgen::run(load),
     }
 }

@@ -12,7 +12,10 @@ use crate::cargo;
 /// against; iproute2 and curl for the namespace tests and the demo; openssl (s_client) as an
 /// outside TLS client in the identity tests; ping for the non-TCP tests; nftables for the
 /// node's divert rule (and the tests' kube-proxy rules); unzip for the helm/kubectl layer below;
-/// the CNI reference plugins (bridge, host-local) that the pod tests chain trellis-cni after.
+/// the CNI reference plugins (bridge, host-local) that the pod tests chain trellis-cni after;
+/// skopeo, which reads the OCI images `cargo xtask image` writes (and pushes them), binutils'
+/// strip for those images' binaries, and iptables (iptables-nft) for kube-proxy-style rules in
+/// their check.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -25,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     "nftables",
     "unzip",
     "containernetworking-plugins",
+    "skopeo",
+    "binutils",
+    "iptables",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
