@@ -53,12 +53,19 @@ pub struct NodeSync {
     pub enrollment: Option<Enrollment>,
 }
 
+/// How a node's CNI state starts when the plugin is in place.
+pub const CNI_CHAINED: &str = "chained into";
+
 /// Which pods of its config a node has enrolled, and why the others are not.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enrollment {
     /// `namespace/name`.
     pub enrolled: Vec<String>,
     pub not_enrolled: Vec<crate::selection::Skipped>,
+    /// Where the node's CNI plugin stands (`chained into <conflist>`, or why not); `None`
+    /// when the node does not manage it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<String>,
     /// Unix seconds of the report.
     pub at: u64,
 }
@@ -67,6 +74,12 @@ impl NodeSync {
     /// In sync: connected and the last version sent is the one acknowledged.
     pub fn in_sync(&self) -> bool {
         self.connected && self.version_sent == self.version_acked && self.version_acked > 0
+    }
+
+    /// Why the node's CNI plugin is not in place, when it manages one and it is not.
+    pub fn cni_problem(&self) -> Option<&str> {
+        let cni = self.enrollment.as_ref()?.cni.as_deref()?;
+        (!cni.starts_with(CNI_CHAINED)).then_some(cni)
     }
 
     /// The pods the node should have enrolled and has not, with the reason.

@@ -252,6 +252,7 @@ impl Session {
                             reason: n.reason,
                         })
                         .collect(),
+                    cni: Some(report.cni).filter(|c| !c.is_empty()),
                     at: unix_now(),
                 };
                 self.table

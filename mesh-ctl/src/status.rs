@@ -23,7 +23,7 @@ pub fn run(controller: &ControllerArgs, format: Format) -> anyhow::Result<ExitCo
         && status
             .nodes
             .iter()
-            .all(|n| n.in_sync() && n.not_enrolled().is_empty());
+            .all(|n| n.in_sync() && n.not_enrolled().is_empty() && n.cni_problem().is_none());
     Ok(if healthy {
         ExitCode::SUCCESS
     } else {
@@ -99,6 +99,15 @@ fn render(status: &ControllerStatus, now: u64) -> String {
         out.push_str("\nNOT ENROLLED (in the mesh by their namespace, not captured by their node)\n");
         out.push_str(&table(&["NODE", "POD", "REASON"], &missing));
     }
+    let cni: Vec<Vec<String>> = status
+        .nodes
+        .iter()
+        .filter_map(|n| Some(vec![n.node.clone(), n.enrollment.as_ref()?.cni.clone()?]))
+        .collect();
+    if !cni.is_empty() {
+        out.push_str("\nCNI PLUGIN (trellis-cni in the runtime's configuration)\n");
+        out.push_str(&table(&["NODE", "STATE"], &cni));
+    }
     out
 }
 
@@ -135,6 +144,7 @@ mod tests {
                             pod: "shop/db".into(),
                             reason: "no kubelet cgroup for pod UID 3c0e".into(),
                         }],
+                        cni: Some("not chained: /etc/cni/net.d/10-pods.conf: not a list".into()),
                         at: 150,
                     }),
                     ..NodeSync::default()
@@ -170,6 +180,14 @@ mod tests {
         assert!(
             text.contains("NOT ENROLLED (in the mesh by their namespace, not captured by their node)\nNODE  POD      REASON\nn1    shop/db  no kubelet cgroup for pod UID 3c0e\n"),
             "{text}"
+        );
+        assert!(
+            text.contains("CNI PLUGIN (trellis-cni in the runtime's configuration)\nNODE  STATE\nn1    not chained: /etc/cni/net.d/10-pods.conf: not a list\n"),
+            "{text}"
+        );
+        assert_eq!(
+            status.nodes[0].cni_problem(),
+            Some("not chained: /etc/cni/net.d/10-pods.conf: not a list")
         );
     }
 }

@@ -287,9 +287,10 @@ fn serve_cni(
             plugin,
             entry: mesh_cni::conflist::PluginEntry::new(&config.cni_socket, &config.cni_namespaces_file),
         };
+        let state = enroller.cni_state.clone();
         std::thread::Builder::new()
             .name("cni-install".into())
-            .spawn(move || install.watch())
+            .spawn(move || install.watch(state))
             .map_err(|e| Error::Thread("CNI install", e))?;
     }
     Ok(())

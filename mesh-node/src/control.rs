@@ -201,7 +201,14 @@ impl ControlClient {
 fn enrollment_report(applier: Option<&Applier>, last: &mut Option<Enrollment>) -> Option<Enrollment> {
     let a = applier.filter(|a| a.version > 0)?;
     let reg = a.enroller.published.load();
+    let cni = a
+        .enroller
+        .cni_state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let now = Enrollment {
+        cni: cni.unwrap_or_default(),
         enrolled: reg.workloads.keys().cloned().collect(),
         not_enrolled: reg
             .failed

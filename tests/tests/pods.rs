@@ -331,6 +331,21 @@ fn the_conflist_is_repaired_after_a_rewrite_and_uninstall_restores_it() {
         log.contains("trellis-cni chained into the CNI configuration"),
         "{log}"
     );
+    // And the controller (mesh-ctl status) hears where the plugin stands.
+    let cni_state = || {
+        let syncz = t.controller.as_ref().unwrap().debug("/debug/syncz");
+        syncz["nodes"][0]["enrollment"]["cni"].as_str().map(String::from)
+    };
+    let reported = eventually(Duration::from_secs(5), || {
+        cni_state().filter(|c| c.starts_with("chained into"))
+    });
+    assert!(
+        reported
+            .as_deref()
+            .is_some_and(|c| c.ends_with("10-pods.conflist")),
+        "{:?}",
+        cni_state()
+    );
 
     t.node_mut("n1").mesh_mut().kill();
     let namespaces_file = t.dir.join("n1-enrolled-namespaces.json");

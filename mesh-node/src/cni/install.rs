@@ -9,6 +9,7 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -111,11 +112,12 @@ impl Install {
     }
 
     /// Keeps everything in place until the process ends (a thread: a check is a few small
-    /// file reads).
-    pub fn watch(self) {
+    /// file reads), saying in `state` where the plugin stands (for `mesh-ctl status`).
+    pub fn watch(self, state: Arc<Mutex<Option<String>>>) {
         let mut last: Option<Result<Outcome, String>> = None;
         loop {
             let now = self.ensure().map_err(|e| e.to_string());
+            *state.lock().unwrap_or_else(|p| p.into_inner()) = Some(describe(&now));
             match &now {
                 Ok(Outcome::Inserted(path)) => tracing::info!(
                     conflist = %path.display(),
@@ -138,6 +140,21 @@ impl Install {
         }
     }
 }
+
+/// A check's outcome as `mesh-ctl status` shows it: `chained into …` when all is well.
+pub fn describe(outcome: &Result<Outcome, String>) -> String {
+    match outcome {
+        Ok(Outcome::InPlace(path) | Outcome::Inserted(path) | Outcome::Raced(path)) => {
+            format!("{CHAINED} {}", path.display())
+        }
+        Ok(Outcome::NoConfig) => "not chained: no CNI configuration yet".into(),
+        Ok(Outcome::WaitingForNamespaces) => "not chained yet: waiting for the first config".into(),
+        Err(e) => format!("not chained: {e}"),
+    }
+}
+
+/// How [`describe`] starts when the plugin is in place (what `mesh-ctl status` checks).
+const CHAINED: &str = mesh_api::status::CNI_CHAINED;
 
 /// Takes our entry out of every configuration in `conf_dir`, and the binary out of
 /// `bin_dir`. What it changed.

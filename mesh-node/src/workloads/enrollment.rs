@@ -183,6 +183,9 @@ pub struct Enroller {
     sandbox_pids: HashMap<String, kubelet::SandboxProcess>,
     /// Where the enrolled namespaces are written for the CNI plugin (`None`: nowhere).
     pub namespaces_file: Option<PathBuf>,
+    /// Where the CNI plugin stands (`cni::install::describe`); `None` when this node does
+    /// not manage it (no `--cni-conf-dir`).
+    pub cni_state: Arc<Mutex<Option<String>>>,
 }
 
 impl Enroller {
@@ -209,6 +212,7 @@ impl Enroller {
             kubelet_cgroups: PathBuf::from("/sys/fs/cgroup"),
             sandbox_pids: HashMap::new(),
             namespaces_file: None,
+            cni_state: Arc::default(),
         }
     }
 
