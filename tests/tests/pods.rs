@@ -15,7 +15,7 @@ use tests::{
     netns::Netns,
     node::{self, built_binary},
     ok_body, servers,
-    topology::Topology,
+    topology::{Node, Topology},
 };
 
 const WEB_UID: &str = "3c0e2b1a-7d7c-4c1e-9a55-0b6c1d2e3f40";
@@ -66,6 +66,17 @@ impl CniDirs {
             .filter_map(|p| p["type"].as_str())
             .collect();
         types.len() == 2 && types[1] == "trellis-cni"
+    }
+
+    /// The node's container runtime: the reference plugins, and trellis-cni where the agent
+    /// copied it.
+    fn runtime<'a>(&self, node: &'a Node) -> Runtime<'a> {
+        Runtime::new(
+            &node.netns,
+            &node.host_cgroup(),
+            &self.conf,
+            &[Path::new(cni::REFERENCE_PLUGINS), &self.bin],
+        )
     }
 
     fn node_args(&self) -> Vec<String> {
@@ -155,12 +166,7 @@ fn a_mesh_pod_is_captured_before_its_add_returns_and_released_by_its_del() {
     let n1 = t.node("n1");
     let b = t.pod("b");
     let peers = servers::http(&b.netns, 8080);
-    let mut runtime = Runtime::new(
-        &n1.netns,
-        &n1.host_cgroup(),
-        &dirs.conf,
-        &[Path::new(cni::REFERENCE_PLUGINS), &dirs.bin],
-    );
+    let mut runtime = dirs.runtime(n1);
     let web_ns = Netns::new(&format!("{}-web", t.tag)).unwrap();
     let web = sandbox(&web_ns, "shop", "web", WEB_UID, "sandbox-web-1");
 
@@ -269,12 +275,7 @@ fn with_the_agent_down_mesh_pods_wait_and_other_pods_start() {
     let other = sandbox(&other_ns, "legacy", "other", OTHER_UID, "sandbox-other-1");
     {
         let n1 = t.node("n1");
-        let mut runtime = Runtime::new(
-            &n1.netns,
-            &n1.host_cgroup(),
-            &dirs.conf,
-            &[Path::new(cni::REFERENCE_PLUGINS), &dirs.bin],
-        );
+        let mut runtime = dirs.runtime(n1);
         let refused = runtime
             .add(&web)
             .unwrap()
@@ -294,12 +295,7 @@ fn with_the_agent_down_mesh_pods_wait_and_other_pods_start() {
 
     t.start("n1").unwrap();
     let n1 = t.node("n1");
-    let mut runtime = Runtime::new(
-        &n1.netns,
-        &n1.host_cgroup(),
-        &dirs.conf,
-        &[Path::new(cni::REFERENCE_PLUGINS), &dirs.bin],
-    );
+    let mut runtime = dirs.runtime(n1);
     // The kubelet's retry.
     runtime
         .add(&web)
@@ -494,12 +490,7 @@ fn a_mesh_pod_that_cannot_be_captured_starts_outside_the_mesh_with_the_reason() 
         CniDirs::with_primary(t, "n1", primary)
     });
     let n1 = t.node("n1");
-    let mut runtime = Runtime::new(
-        &n1.netns,
-        &n1.host_cgroup(),
-        &dirs.conf,
-        &[Path::new(cni::REFERENCE_PLUGINS), &dirs.bin],
-    );
+    let mut runtime = dirs.runtime(n1);
     let web_ns = Netns::new(&format!("{}-web", t.tag)).unwrap();
     let web = sandbox(&web_ns, "shop", "web", WEB_UID, "sandbox-web-1");
     let started = std::time::Instant::now();
