@@ -218,8 +218,10 @@ impl CniServer {
                 }
             }
         };
-        let persisted = EnrolledNamespaces::read(&self.namespaces_file)
-            .ok()
+        // The file is only consulted before the first config (`admission`); with one, the
+        // registry's namespaces decide and the file is not read.
+        let persisted = (self.registry.load().config_version == 0)
+            .then(|| EnrolledNamespaces::read(&self.namespaces_file).ok().flatten())
             .flatten()
             .map(|n| n.namespaces.into_iter().collect::<BTreeSet<_>>());
         let decide = || admission(&self.registry.load(), persisted.as_ref(), &request.pod, cookie);
